@@ -1,0 +1,170 @@
+"""The DuckDB event store: one file, one connection per process, a cursor per caller.
+
+Concurrency design (see docs/ARCHITECTURE.md): DuckDB allows one process to open a file for
+writing. The app therefore holds a single ``Store`` per file for the whole process; each reader
+(a browser session's script run, a thread) takes its own cursor, and cursors read consistent
+snapshots, so readers never block each other and never see a half-finished load. Writers go
+through ``Store.transaction()``, which serialises them with a lock and wraps each load in one
+transaction: it commits whole or rolls back whole.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.errors import TenureError
+from core.schema import (
+    CANONICAL_TABLES,
+    LOAD_HISTORY_DDL,
+    STORE_META_DDL,
+    create_table_sql,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA_DIR = PROJECT_ROOT / "sample_data"
+DEFAULT_DB_PATH = SAMPLE_DATA_DIR / "tenure.duckdb"
+DB_ENV_VAR = "TENURE_DB"
+
+
+def resolve_db_path(db: str | os.PathLike[str] | None = None) -> Path:
+    """The store to use: an explicit path, else ``$TENURE_DB``, else the bundled sample store."""
+    if db:
+        return Path(db)
+    from_env = os.environ.get(DB_ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_DB_PATH
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a table or column name for DuckDB SQL (doubling embedded quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Store:
+    """A Tenure store on one DuckDB file.
+
+    Args:
+        path: the DuckDB file; created with the canonical tables when it does not exist.
+        read_only: open without write access (several processes may then read one file).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise TenureError(
+                f"store {self.path} does not exist",
+                "build it with `python -m core generate` or load a file with `python -m core ingest`",
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as error:
+            raise TenureError(
+                f"cannot open store {self.path}: {error}",
+                "another process may hold it open for writing; close it or use another --db",
+            ) from error
+        self._write_lock = threading.Lock()
+        if not read_only:
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        with self._write_lock:
+            cursor = self._connection.cursor()
+            try:
+                for spec in CANONICAL_TABLES.values():
+                    cursor.execute(create_table_sql(spec))
+                cursor.execute(LOAD_HISTORY_DDL)
+                cursor.execute(STORE_META_DDL)
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of one's own: safe to use from this thread while others read or write."""
+        cursor = self._connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The single writer: one transaction that commits whole or rolls back whole."""
+        if self.read_only:
+            raise TenureError(f"store {self.path} is open read-only", "open it for writing")
+        with self._write_lock, self.cursor() as cursor:
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run a read query with bound parameters and return a DataFrame."""
+        with self.cursor() as cursor:
+            return cursor.execute(sql, params or []).df()
+
+    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple:
+        with self.cursor() as cursor:
+            row = cursor.execute(sql, params or []).fetchone()
+        return row if row is not None else ()
+
+    def table_names(self) -> list[str]:
+        """Tables of the main schema, canonical ones first."""
+        names = [
+            row[0]
+            for row in self.query_df(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' ORDER BY table_name"
+            ).itertuples(index=False)
+        ]
+        canonical = [name for name in CANONICAL_TABLES if name in names]
+        return canonical + [name for name in names if name not in canonical]
+
+    def column_names(self, table: str) -> list[str]:
+        frame = self.query_df(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return frame["column_name"].tolist()
+
+    def version(self) -> str:
+        """Changes whenever a load commits: the key for caches of query results."""
+        row = self.query_one("SELECT count(*), coalesce(max(load_id), 0) FROM load_history")
+        return f"{self.path.resolve()}:{row[0]}:{row[1]}"
+
+    def meta(self) -> dict[str, str]:
+        frame = self.query_df("SELECT key, value FROM store_meta")
+        return dict(zip(frame["key"], frame["value"], strict=True))
+
+    def set_meta(self, cursor: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        """Record a fact about the store inside the caller's transaction."""
+        cursor.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", [key, value])
+
+    def data_end(self) -> pd.Timestamp | None:
+        """The latest event time in the store: the end of observation for every metric."""
+        row = self.query_one("SELECT max(event_time) FROM events")
+        return pd.Timestamp(row[0]) if row and row[0] is not None else None
