@@ -1,0 +1,252 @@
+"""Reading an input file for the ingest: checks, content hash, and one read into a staging table.
+
+The file is read once, by DuckDB's own readers (``read_csv`` with its dialect and type sniffer,
+``read_parquet``), into a temporary table of the loading cursor. Each staged row knows its line
+in the file (``StagedFile.line_sql``): for a CSV the header is line 1 and the first record
+line 2 (a quoted value spanning several lines counts as one line, and blank lines, which the
+reader skips, are not counted); for Parquet it is the row number plus one, so the two read alike.
+
+Types: CSV columns keep the sniffer's types, except that text-like canonical columns (ids,
+names) are read as text so ``00042`` stays ``00042``, and the time column is read as
+``TIMESTAMPTZ`` when the sniffer found ISO timestamps (an offset on any row is then honoured).
+If a later row does not fit a sniffed type (the sniffer samples the file), the load starts over
+and reads every column as text, so the values are validated one by one and the bad rows are
+reported with their lines rather than failing the whole read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from core.errors import TenureError
+from core.store import quote_identifier
+
+HASH_BLOCK_BYTES = 1 << 20
+STAGING_TABLE = "ingest_staging"
+STAGING_LINE = "__tenure_line"
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+ISO_DATE_FORMATS = (None, "%Y-%m-%d")
+CSV_DELIMITERS = (",", ";", "|", "\t")
+ISO_TIME_TYPES = frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "DATE"})
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A checked input file: its format and the sha256 of its bytes."""
+
+    path: Path
+    file_format: str  # "csv" or "parquet"
+    compression: str  # "none" or "gzip"
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """What the staging table holds: the file's columns, their types, and how it was read."""
+
+    columns: tuple[str, ...]
+    types: dict[str, str]
+    rows: int
+    read_as_text: bool
+    line_sql: str  # the line of a staged row, as SQL over the alias ``s``
+
+
+def inspect_file(path: Path) -> InputFile:
+    """Check that ``path`` is a readable, non-empty CSV or Parquet file and hash its bytes.
+
+    The sha256 is streamed in 1 MiB blocks, so a large file never sits in memory. The format is
+    told from the first bytes, not the file name: gzip, Parquet, else text (a CSV candidate; a
+    NUL byte in the first block means it is some other binary file).
+    """
+    if not path.exists():
+        raise TenureError(f"file {path} does not exist", "check the path")
+    if not path.is_file():
+        raise TenureError(f"{path} is not a file", "give the path of a CSV or Parquet file")
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            first_block = stream.read(HASH_BLOCK_BYTES)
+            digest.update(first_block)
+            while block := stream.read(HASH_BLOCK_BYTES):
+                digest.update(block)
+    except OSError as error:
+        raise TenureError(
+            f"cannot read {path}: {error.strerror or error}", "check its permissions"
+        ) from error
+    if not first_block:
+        raise TenureError(f"file {path} is empty", "export the data again with a header row and data rows")
+    if first_block.startswith(PARQUET_MAGIC):
+        return InputFile(path, "parquet", "none", digest.hexdigest())
+    if first_block.startswith(GZIP_MAGIC):
+        return InputFile(path, "csv", "gzip", digest.hexdigest())
+    if b"\x00" in first_block:
+        raise TenureError(
+            f"{path} is not a CSV or Parquet file",
+            "give a CSV (optionally gzip-compressed) or a Parquet file",
+        )
+    return InputFile(path, "csv", "none", digest.hexdigest())
+
+
+def _duckdb_reason(error: duckdb.Error) -> str:
+    """The first two lines of a DuckDB error on one line, without its category prefix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()][:2]
+    if not lines:
+        return type(error).__name__
+    lines[0] = lines[0].split(": ", 1)[1] if ": " in lines[0] else lines[0]
+    return " ".join(lines)
+
+
+def _sniff_csv(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[list[tuple[str, str]], bool]:
+    """The CSV's columns with sniffed types, and whether its dates and timestamps are ISO."""
+    try:
+        row = cursor.execute(
+            "SELECT Columns, DateFormat, TimestampFormat FROM sniff_csv(?, header = true, skip = 0, compression = ?)",
+            [str(source.path), source.compression],
+        ).fetchone()
+    except duckdb.Error as error:
+        raise TenureError(
+            f"{source.path} cannot be read as CSV: {_duckdb_reason(error)}",
+            "give a CSV with a header row (any delimiter, optionally gzip-compressed) or a Parquet file",
+        ) from error
+    if row is None:
+        raise TenureError(f"{source.path} cannot be read as CSV", "give a CSV with a header row")
+    columns = [(column["name"], column["type"]) for column in row[0]]
+    if len(columns) == 1:
+        _explain_unsplit_header(cursor, source, columns[0][0])
+    iso = row[1] in ISO_DATE_FORMATS and row[2] is None
+    return columns, iso
+
+
+def _explain_unsplit_header(cursor: duckdb.DuckDBPyConnection, source: InputFile, header: str) -> None:
+    """A header the sniffer left whole although it holds a delimiter: rows of unequal width.
+
+    Reading with that delimiter makes DuckDB name the first row that does not fit.
+    """
+    delimiter = next((candidate for candidate in CSV_DELIMITERS if candidate in header), None)
+    if delimiter is None:
+        return
+    try:
+        cursor.execute(
+            "SELECT count(*) FROM read_csv(?, header = true, skip = 0, compression = ?, delim = ?, "
+            "all_varchar = true)",
+            [str(source.path), source.compression, delimiter],
+        ).fetchone()
+    except duckdb.InvalidInputException as error:
+        raise TenureError(
+            f"{source.path} cannot be read as CSV: {_duckdb_reason(error)}",
+            "every row needs as many fields as the header",
+        ) from error
+
+
+def _describe_parquet(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> list[tuple[str, str]]:
+    try:
+        described = cursor.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(source.path)]).fetchall()
+    except duckdb.Error as error:
+        raise TenureError(
+            f"{source.path} cannot be read as Parquet: {_duckdb_reason(error)}", "export the file again"
+        ) from error
+    return [(name, sql_type) for name, sql_type, *_ in described]
+
+
+def file_columns(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[list[tuple[str, str]], bool]:
+    """The file's columns and types as its reader sees them, without reading the whole file.
+
+    Returns the (name, type) pairs and whether the time values, if any, are ISO (for Parquet
+    always true: its types are exact).
+    """
+    if source.file_format == "parquet":
+        return _describe_parquet(cursor, source), True
+    return _sniff_csv(cursor, source)
+
+
+class TypedReadFailed(Exception):
+    """A value past the sniffer's sample does not fit the sniffed type: read the file as text.
+
+    The failed statement aborts the transaction, so the caller rolls back and loads again with
+    ``read_as_text``.
+    """
+
+
+def stage_file(
+    cursor: duckdb.DuckDBPyConnection,
+    source: InputFile,
+    sniffed: list[tuple[str, str]],
+    *,
+    text_columns: set[str],
+    time_columns: set[str],
+    iso_times: bool,
+    read_as_text: bool = False,
+) -> StagedFile:
+    """Read the whole file once into the temporary table ``STAGING_TABLE``.
+
+    Args:
+        sniffed: the file's columns and types from ``file_columns``.
+        text_columns: file columns to read as text whatever they look like (ids, names).
+        time_columns: file columns holding the table's time; read as ``TIMESTAMPTZ`` when the
+            sniffer saw ISO values, as text when it guessed another date format.
+        iso_times: whether the sniffer's date and timestamp formats were ISO.
+        read_as_text: read every CSV column as text (after ``TypedReadFailed``).
+
+    Raises:
+        TypedReadFailed: a CSV value does not fit its sniffed type.
+        TenureError: the file cannot be parsed at all.
+    """
+    if source.file_format == "parquet":
+        return _create_staging(cursor, source, "read_parquet(?)", [str(source.path)], read_as_text=False)
+    if read_as_text:
+        text_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
+        return _create_staging(
+            cursor, source, text_sql, [str(source.path), source.compression], read_as_text=True
+        )
+    sniffed_types = dict(sniffed)
+    types: dict[str, str] = {name: "VARCHAR" for name in text_columns}
+    for name in time_columns:
+        if sniffed_types[name] in ISO_TIME_TYPES:
+            types[name] = "TIMESTAMPTZ" if iso_times else "VARCHAR"
+    typed_sql = "read_csv(?, header = true, skip = 0, compression = ?, types = ?)"
+    try:
+        return _create_staging(
+            cursor, source, typed_sql, [str(source.path), source.compression, types], read_as_text=False
+        )
+    except duckdb.ConversionException as error:
+        raise TypedReadFailed(str(error)) from error
+
+
+def _create_staging(
+    cursor: duckdb.DuckDBPyConnection, source: InputFile, read_sql: str, params: list, *, read_as_text: bool
+) -> StagedFile:
+    """``CREATE TEMP TABLE`` from the reader, and the SQL of each staged row's line.
+
+    The line comes from the row id: a table filled by one statement keeps the reader's order, so
+    row ids count the records (transaction-local row ids start at a large offset, hence the
+    ``min(rowid)``). Numbering rows with a window instead would serialise the read; it is used
+    only when the file has a column of its own called ``rowid``.
+    """
+    line_offset = 2 if source.file_format == "csv" else 1
+    staging = quote_identifier(STAGING_TABLE)
+    line = quote_identifier(STAGING_LINE)
+    cursor.execute(f"DROP TABLE IF EXISTS temp.{staging}")
+    try:
+        described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
+        names_rowid = any(name.lower() == "rowid" for name, *_ in described)
+        numbering = f"row_number() OVER () + {line_offset - 1} AS {line}, " if names_rowid else ""
+        cursor.execute(f"CREATE TEMP TABLE {staging} AS SELECT {numbering}* FROM {read_sql}", params)
+    except (duckdb.InvalidInputException, duckdb.IOException, duckdb.ConversionException) as error:
+        if isinstance(error, duckdb.ConversionException) and not read_as_text:
+            raise
+        kind = "CSV" if source.file_format == "csv" else "Parquet"
+        raise TenureError(
+            f"{source.path} cannot be read as {kind}: {_duckdb_reason(error)}",
+            "fix the file (every row needs as many fields as the header) or export it again",
+        ) from error
+    types = {name: sql_type for name, sql_type, *_ in described}
+    rows, first_row_id = cursor.execute(
+        f"SELECT count(*), coalesce(min(rowid), 0) FROM temp.{staging}"
+    ).fetchone()
+    line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
+    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql)

@@ -1,0 +1,178 @@
+"""Data: what the store holds (tables, date ranges, previews, load history), loading a file into
+it, and switching dataset."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import TenureError
+from core.ingest import BadRowsError, ingest_file
+from core.schema import CANONICAL_TABLES
+from core.store import Store
+from pages.shared import ui
+
+KEEP_COLUMN = "(extra column)"
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "tenure-uploads"
+LAST_LOAD = "_data_last_load"
+
+
+def _dataset_section(store: Store) -> None:
+    st.subheader("Dataset")
+    left, right = st.columns([1, 2])
+    ui.dataset_switch(left, key="data_dataset")
+    meta = store.meta()
+    right.caption(f"Store file: `{store.path}`")
+    if meta.get("source"):
+        right.caption(meta["source"])
+
+
+def _tables_section(store: Store) -> None:
+    info = ui.cached_store_info(store)
+    st.subheader("Tables")
+    tables = ui.tables_frame(info)
+    st.dataframe(tables, hide_index=True, key="data_tables")
+    ui.download_csv(tables, "tables.csv", key="download_tables")
+    name = st.selectbox("Preview", list(tables["table"]), key="data_preview_table")
+    preview = ui.cached_preview(store, name)
+    st.dataframe(preview, hide_index=True, key="data_preview")
+    ui.download_csv(preview, f"{name}_preview.csv", key="download_preview")
+    st.subheader("Load history")
+    history = ui.load_history_frame(info)
+    if history.empty:
+        st.caption("Nothing loaded yet.")
+    else:
+        st.dataframe(history, hide_index=True, key="data_history")
+        ui.download_csv(history, "load_history.csv", key="download_history")
+
+
+def _mapping_editor(columns: list[str], table: str, suggested: dict[str, str]) -> dict[str, str]:
+    """File column -> canonical column, prefilled by the automatic aliases; returns the changes."""
+    spec = CANONICAL_TABLES[table]
+    frame = pd.DataFrame(
+        {"file column": columns, "canonical column": [suggested.get(name, KEEP_COLUMN) for name in columns]}
+    )
+    edited = st.data_editor(
+        frame,
+        hide_index=True,
+        disabled=["file column"],
+        column_config={
+            "canonical column": st.column_config.SelectboxColumn(
+                options=[KEEP_COLUMN, *spec.column_names], required=True
+            )
+        },
+        key=f"data_mapping_{table}",
+    )
+    return {
+        source: target
+        for source, target in zip(edited["file column"], edited["canonical column"], strict=True)
+        if target != KEEP_COLUMN
+    }
+
+
+def _show_file_error(error: TenureError, path: Path, name: str) -> None:
+    """The error with the upload's own name in place of the temporary copy's path."""
+    named = TenureError(error.message.replace(str(path), name), error.hint)
+    ui.show_error(named, prefix=name if name not in named.message else None)
+
+
+def _upload_section(store: Store) -> None:
+    st.subheader("Load a file")
+    st.caption(
+        f"Loads into the selected store (`{store.path.name}`). The whole file is checked first and "
+        "loaded in one transaction: all or nothing, unless bad rows are skipped."
+    )
+    uploaded = st.file_uploader(
+        "CSV, CSV.gz or Parquet file", type=["csv", "gz", "parquet", "tsv", "txt"], key="data_upload"
+    )
+    if uploaded is None:
+        return
+    table = st.selectbox("Target table", list(CANONICAL_TABLES), key="data_table")
+    folder = UPLOAD_DIR / uploaded.file_id
+    path = folder / Path(uploaded.name).name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(uploaded.getbuffer())
+    try:
+        columns, suggested = ui.suggested_column_map(store, path, table)
+    except TenureError as error:
+        _show_file_error(error, path, uploaded.name)
+        return
+    st.markdown("**Column mapping**")
+    column_map = _mapping_editor(columns, table, suggested)
+    spec = CANONICAL_TABLES[table]
+    missing = [
+        name
+        for name in spec.column_names
+        if name not in column_map.values() and name != spec.extras_json_column
+    ]
+    constants: dict[str, str] = {}
+    if missing:
+        st.markdown("**Constants for missing columns** (left empty: not set)")
+        for column, name in zip(st.columns(min(len(missing), 4)) * len(missing), missing, strict=False):
+            value = column.text_input(name, key=f"data_constant_{table}_{name}")
+            if value:
+                constants[name] = value
+    skip_bad_rows = st.checkbox(
+        "Skip bad rows (load the good ones, write the bad ones to a rejects file)", key="data_skip_bad"
+    )
+    if not st.button("Load", type="primary", key="data_load"):
+        return
+    rejects = folder / f"{path.name}.rejects.csv"
+    try:
+        with st.spinner(f"Loading {uploaded.name} into {table}..."):
+            result = ingest_file(
+                store,
+                path,
+                table=table,
+                column_map=column_map,
+                constants=constants,
+                skip_bad_rows=skip_bad_rows,
+                rejects_path=rejects,
+                source_name=uploaded.name,
+            )
+    except BadRowsError as error:
+        _show_file_error(error, path, uploaded.name)
+        st.dataframe(error.bad_rows, hide_index=True, key="data_bad_rows")
+        ui.download_csv(error.bad_rows, f"{path.stem}_bad_rows.csv", key="download_bad_rows")
+        return
+    except TenureError as error:
+        _show_file_error(error, path, uploaded.name)
+        return
+    st.session_state[LAST_LOAD] = {
+        "summary": result.summary(),
+        "rejects": result.rejects_path.read_text() if result.rows_rejected and result.rejects_path else None,
+        "rejects_name": f"{path.stem}_rejects.csv",
+    }
+    st.rerun()
+
+
+def _last_load() -> None:
+    last = st.session_state.get(LAST_LOAD)
+    if not last:
+        return
+    st.success(last["summary"], icon=":material/check_circle:")
+    if last["rejects"]:
+        st.download_button(
+            "Download rejected rows",
+            data=last["rejects"],
+            file_name=last["rejects_name"],
+            mime="text/csv",
+            on_click="ignore",
+            key="download_rejects",
+        )
+
+
+def main() -> None:
+    store = ui.get_store()
+    st.title("Data")
+    _last_load()
+    _dataset_section(store)
+    _tables_section(store)
+    _upload_section(store)
+
+
+main()

@@ -1,0 +1,249 @@
+"""Explore / Retention: cohort triangle, retention curves with Wilson bands, the table and a
+drill-down to the users of any cell. Every control is kept in the URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from core import figures
+from core.errors import TenureError
+from core.population import Filters
+from core.retention import MODES, PERIOD_DAYS, PERIODS, RetentionSpec
+from core.store import Store
+from pages.shared import ui
+
+START_LABELS = {"first_event": "First event", "signup": "Signup", "event": "First event of a name"}
+MODE_LABELS = {
+    "classic": "Classic: active in period k",
+    "unbounded": "Unbounded: active in k or later",
+    "consecutive": "Consecutive: active in every period 1..k",
+}
+MODE_DEFINITIONS = {
+    "classic": "had at least one return event in period k",
+    "unbounded": "had a return event in period k or any later period",
+    "consecutive": "had a return event in every period 1..k",
+}
+WHO_LABELS = {"retained": "Retained", "lost": "Not retained", "eligible": "All eligible"}
+WHO_RETAINED = {"retained": True, "lost": False, "eligible": None}
+NO_BREAKDOWN = ""
+
+
+def _choice(options: tuple[str, ...] | list[str], name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"{name} must be one of {', '.join(options) or 'none'}")
+        return text
+
+    return parse
+
+
+def _names(known: list[str], what: str) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [name for name in text.split(",") if name]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+        return names
+
+    return parse
+
+
+def _start_kind(text: str) -> str:
+    return RetentionSpec.from_query_params({"start": text}).start.kind
+
+
+def _start_event(known: list[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        start = RetentionSpec.from_query_params({"start": text}).start
+        if start.kind != "event":
+            raise ValueError("no start event named")
+        return _choice(known, "the start event")(start.event_name or "")
+
+    return parse
+
+
+def _max_periods(text: str) -> int | None:
+    return RetentionSpec.from_query_params({"max_periods": text}).max_periods
+
+
+def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
+    """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
+    ui.seed_control("ret_period", "week", param="period", parse=_choice(PERIODS, "period"))
+    ui.seed_control("ret_mode", "classic", param="mode", parse=_choice(MODES, "mode"))
+    ui.seed_control("ret_start", "first_event", param="start", parse=_start_kind)
+    ui.seed_control("ret_start_event", event_names[0], param="start", parse=_start_event(event_names))
+    ui.seed_control("ret_return", [], param="return", parse=_names(event_names, "return event"))
+    ui.seed_control("ret_max", None, param="max_periods", parse=_max_periods)
+    ui.seed_control("ret_calendar", False, param="calendar", parse=lambda text: text.lower() in ("1", "true"))
+    ui.seed_control("ret_by", NO_BREAKDOWN, param="by", parse=_choice(attributes, "by"))
+    if st.session_state["ret_start_event"] not in event_names:
+        st.session_state["ret_start_event"] = event_names[0]
+    if st.session_state["ret_by"] not in (NO_BREAKDOWN, *attributes):
+        st.session_state["ret_by"] = NO_BREAKDOWN
+    st.session_state["ret_return"] = [name for name in st.session_state["ret_return"] if name in event_names]
+
+
+def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[RetentionSpec, str | None]:
+    first, second, third, fourth = st.columns(4)
+    period = first.selectbox("Period", PERIODS, key="ret_period", help="Cohort grouping and period length.")
+    mode = second.selectbox("Mode", MODES, key="ret_mode", format_func=MODE_LABELS.__getitem__)
+    start_kind = third.selectbox(
+        "Start", tuple(START_LABELS), key="ret_start", format_func=START_LABELS.__getitem__
+    )
+    start_event = fourth.selectbox(
+        "Start event",
+        event_names,
+        key="ret_start_event",
+        disabled=start_kind != "event",
+        help="Used when Start is 'First event of a name'.",
+    )
+    first, second, third, fourth = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+    return_events = first.multiselect(
+        "Return events",
+        event_names,
+        key="ret_return",
+        placeholder="Any event",
+        help="Only these events count as a return; empty means any event.",
+    )
+    max_periods = second.number_input(
+        "Max periods", min_value=0, step=1, key="ret_max", placeholder="Automatic"
+    )
+    by = fourth.selectbox(
+        "Breakdown",
+        [NO_BREAKDOWN, *attributes],
+        key="ret_by",
+        format_func=lambda name: name or "None",
+        help="One curve per value of this users attribute.",
+    )
+    calendar = third.toggle(
+        "Calendar periods",
+        key="ret_calendar",
+        help="Calendar days/weeks/months instead of 1/7/30 days from each user's start.",
+    )
+    start_text = f"event:{start_event}" if start_kind == "event" else start_kind
+    spec = RetentionSpec.from_query_params(
+        {
+            "period": period,
+            "mode": mode,
+            "start": start_text,
+            "max_periods": "" if max_periods is None else str(int(max_periods)),
+            "return": ",".join(return_events),
+            "calendar": "1" if calendar else "0",
+        }
+    )
+    return spec, by or None
+
+
+def _caption(spec: RetentionSpec, store_end: str) -> str:
+    days = PERIOD_DAYS[spec.period]
+    start = {
+        "first_event": "their first event",
+        "signup": "their signup (or first event when no signup is known)",
+        "event": f"their first '{spec.start.event_name}' event",
+    }[spec.start.kind]
+    if spec.calendar:
+        periods = f"period k is the k-th calendar {spec.period} after the cohort's"
+    else:
+        periods = f"period k is the {days}-day window that begins {days}k days after each user's own start"
+    returns = "any event" if not spec.return_events else ", ".join(spec.return_events)
+    return (
+        f"**Cohort**: users whose start ({start}) falls in the same calendar {spec.period}. "
+        f"**Period**: {periods}. **Retained** ({spec.mode}): {MODE_DEFINITIONS[spec.mode]}; "
+        f"return events: {returns}. **Rate** = retained / eligible, where eligible users are those "
+        f"whose period k has ended by the data's end ({store_end}); cells with no eligible user "
+        "are incomplete (hatched grey), never counted as churn. Bands: 95% Wilson score intervals."
+    )
+
+
+def main() -> None:
+    store = ui.get_store()
+    filters = ui.get_filters()
+    st.title("Retention")
+    st.caption(f"Cohorts of {ui.describe_filters(filters)}.")
+
+    event_names = ui.cached_event_names(store)
+    attributes = ui.segment_attribute_names(store)
+    if not event_names:
+        st.info("This store has no events yet: load a file on the Data page.")
+        st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
+        return
+    _seed_controls(event_names, attributes)
+    try:
+        spec, by = _draw_controls(event_names, attributes)
+    except TenureError as error:
+        ui.show_error(error)
+        return
+    ui.share_in_url({**spec.to_query_params(), **({"by": by} if by else {})})
+
+    try:
+        with st.spinner("Counting cohorts..."):
+            table = ui.cached_retention_table(store, spec, filters)
+            overall = ui.cached_retention_curve(store, spec, filters)
+            segmented = ui.cached_retention_curve(store, spec, filters, by=by) if by else None
+    except TenureError as error:
+        ui.show_error(error)
+        return
+    if table.empty:
+        st.info(f"No users match these filters ({ui.describe_filters(filters)}).")
+        return
+
+    st.caption(_caption(spec, ui.cached_data_end(store)))
+    st.subheader("Cohort triangle")
+    st.plotly_chart(figures.retention_heatmap(table), key="ret_heatmap")
+
+    st.subheader("Retention curves")
+    if segmented is not None:
+        left, right = st.columns(2)
+        left.markdown("**Overall**")
+        left.plotly_chart(figures.retention_curves(overall), key="ret_curve_overall")
+        right.markdown(f"**By {by}**")
+        right.plotly_chart(figures.retention_curves(segmented), key="ret_curve_by")
+    else:
+        st.plotly_chart(figures.retention_curves(overall), key="ret_curve_overall")
+
+    with st.expander("Retention table", expanded=False):
+        st.dataframe(table, hide_index=True, key="ret_table")
+        ui.download_csv(table, f"retention_{spec.period}_{spec.mode}.csv", key="download_retention_table")
+        curve = segmented if segmented is not None else overall
+        st.dataframe(curve, hide_index=True, key="ret_curve_table")
+        ui.download_csv(
+            curve, f"retention_curve_{spec.period}_{spec.mode}.csv", key="download_retention_curve"
+        )
+
+    _drill_down(store, spec, filters, table)
+
+
+def _drill_down(store: Store, spec: RetentionSpec, filters: Filters, table: pd.DataFrame) -> None:
+    st.subheader("Who are they?")
+    cohorts = sorted(table["cohort"].unique())
+    periods = sorted(table["period"].unique())
+    first, second, third = st.columns([2, 1, 2])
+    cohort = first.selectbox("Cohort", cohorts, key="drill_cohort", format_func=lambda day: day.isoformat())
+    period = second.selectbox("Period", periods, index=min(1, len(periods) - 1), key="drill_period")
+    who = third.segmented_control(
+        "Users", tuple(WHO_LABELS), default="retained", key="drill_who", format_func=WHO_LABELS.__getitem__
+    )
+    cell = table[(table["cohort"] == cohort) & (table["period"] == period)].iloc[0]
+    if cell["incomplete"]:
+        st.info(f"Period {period} of the {cohort.isoformat()} cohort has not ended for any user yet.")
+        return
+    users = ui.cached_retention_users(
+        store, spec, filters, cohort, int(period), WHO_RETAINED[who or "eligible"]
+    )
+    st.caption(
+        f"{len(users):,} users ({cell['retained']:,} retained of {cell['eligible']:,} eligible, "
+        f"{cell['excluded']:,} not yet observable)."
+    )
+    st.dataframe(users, hide_index=True, height=240, key="drill_users")
+    ui.download_csv(
+        users,
+        f"users_{cohort.isoformat()}_p{period}_{who or 'eligible'}.csv",
+        label="Download users",
+        key="download_drill_users",
+    )
+
+
+main()

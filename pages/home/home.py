@@ -1,0 +1,69 @@
+"""Home: which data this is, its headline figures and activity, and the way to each view."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import figures
+from core.datasets import DATASETS
+from pages.shared import ui
+
+VIEWS = (
+    (
+        "pages/explore/retention.py",
+        "Retention",
+        ":material/grid_on:",
+        "Cohort triangle, curves and who came back.",
+    ),
+    ("pages/data/data.py", "Data", ":material/database:", "Tables, load history, uploads, dataset switch."),
+)
+
+
+def _day(value: object) -> str:
+    return "-" if value is None else str(value)[:10]
+
+
+def main() -> None:
+    store = ui.get_store()
+    filters = ui.get_filters()
+    meta = store.meta()
+    dataset = DATASETS.get(meta.get("dataset", ""))
+    st.title(dataset.label if dataset else meta.get("dataset") or store.path.stem)
+    if meta.get("source"):
+        st.caption(meta["source"])
+    st.caption(
+        f"Store `{store.path}` · figures for {ui.describe_filters(filters)} · data end {ui.cached_data_end(store)}."
+    )
+
+    headline = ui.cached_headline(store, filters)
+    if not headline.events:
+        st.info("No events match: load a file on the Data page, or widen the filters.")
+        st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
+        return
+    first, second, third, fourth = st.columns(4)
+    first.metric("Users", f"{headline.users:,}", border=True)
+    second.metric("Events", f"{headline.events:,}", border=True)
+    third.metric("First event", _day(headline.first_event), border=True)
+    fourth.metric("Last event", _day(headline.last_event), border=True)
+    first, second, third, fourth = st.columns(4)
+    first.metric("Daily active users", f"{headline.daily_active_users:,.0f}", border=True)
+    second.metric("Weekly active users", f"{headline.weekly_active_users:,.0f}", border=True)
+    third.metric("Revenue", f"{headline.revenue:,.2f}", border=True)
+    fourth.metric(
+        "Paying users", f"{headline.paying_share:.1%}", border=True, help="Share of users with revenue."
+    )
+
+    st.subheader("Activity")
+    period = st.segmented_control("Granularity", ("day", "week", "month"), default="week", key="home_period")
+    series = ui.cached_activity(store, filters, period or "week")
+    st.plotly_chart(figures.activity_chart(series), key="home_activity")
+
+    st.subheader("Views")
+    columns = st.columns(len(VIEWS))
+    for column, (path, label, icon, description) in zip(columns, VIEWS, strict=True):
+        with column.container(border=True):
+            st.page_link(path, label=label, icon=icon)
+            st.caption(description)
+
+
+main()

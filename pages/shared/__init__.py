@@ -1,0 +1,1 @@
+"""Widgets and cached calls shared by every page."""

@@ -1,0 +1,536 @@
+"""Shared pieces of every page: the store, the dataset switch, the global filters, the URL, caching,
+downloads and error display.
+
+State lives in three places, each with one job:
+
+- ``st.session_state`` holds what the user chose (dataset, filters, page controls) for the whole
+  browser session, across pages;
+- the URL mirrors those choices so a view can be shared by link. It is read when a session starts
+  (or when a page's controls are first drawn) and rewritten at the end of every run by
+  ``finish_run``, because moving between pages clears the query string;
+- ``st.cache_data`` keeps query results, keyed by the spec's plain-data form, the filters'
+  URL form and ``Store.version()``, so every cache entry drops when a load commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import catalog, overview, retention
+from core.datasets import DATASETS, ensure_dataset
+from core.errors import TenureError
+from core.export import to_safe_csv
+from core.ingest import table_aliases
+from core.ingest_read import file_columns, inspect_file
+from core.population import Filters, segment_attributes
+from core.retention import RetentionSpec
+from core.schema import CANONICAL_TABLES
+from core.store import DB_ENV_VAR, Store, resolve_db_path
+
+CUSTOM_DATASET = "custom"
+DATASET_PARAM = "dataset"
+GLOBAL_PARAMS = ("dataset", "from", "to")
+SEGMENT_PARAM_PREFIX = "seg."
+# Segment attributes offered first, in this order, when the users table has them.
+PREFERRED_ATTRIBUTES = ("country", "channel", "platform", "plan")
+
+FROM_KEY = "filter_from"
+TO_KEY = "filter_to"
+SEGMENT_KEY_PREFIX = "filter_seg."
+
+_URL_AT_START = "_tenure_url_at_start"
+_PAGE_PARAMS = "_tenure_page_params"
+_REMEMBERED = "_tenure_remembered"
+_SEEDED_KEYS = "_tenure_seeded_keys"
+_SESSION_STARTED = "_tenure_session_started"
+_FILTERS_SEEDED = "_tenure_filters_seeded"
+_DATASET = "_tenure_dataset"
+_STORE_PATH = "_tenure_store_path"
+_FILTERS = "_tenure_filters"
+_SEGMENT_OPTIONS = "_tenure_segment_options"
+
+
+# --- The run: URL in, URL out -------------------------------------------------------------------
+
+
+def start_run() -> None:
+    """Call first in every run: snapshot the URL and, once per session, take the dataset from it."""
+    st.session_state[_URL_AT_START] = st.query_params.to_dict()
+    st.session_state[_PAGE_PARAMS] = {}
+    st.session_state[_SEEDED_KEYS] = []
+    st.session_state.setdefault(_REMEMBERED, {})
+    if _SESSION_STARTED in st.session_state:
+        return
+    st.session_state[_SESSION_STARTED] = True
+    choices = dataset_choices()
+    wanted = url_at_start().get(DATASET_PARAM)
+    if wanted and wanted not in choices:
+        st.warning(
+            f"URL parameter 'dataset={wanted}' names no dataset; showing "
+            f"'{choices[default_dataset()]}' (choose one of {', '.join(choices)})."
+        )
+        wanted = None
+    st.session_state[_DATASET] = wanted or default_dataset()
+
+
+def url_at_start() -> dict[str, str]:
+    """The query parameters the browser sent with this run, before this run changed any."""
+    return st.session_state.get(_URL_AT_START, {})
+
+
+def share_in_url(params: dict[str, str]) -> None:
+    """Put this page's controls into the URL (alongside the dataset and the filters)."""
+    st.session_state[_PAGE_PARAMS] = dict(params)
+
+
+def finish_run() -> None:
+    """Call last in every run: remember page controls and write the whole view into the URL."""
+    remembered = st.session_state[_REMEMBERED]
+    for key in st.session_state[_SEEDED_KEYS]:
+        if key in st.session_state:
+            remembered[key] = st.session_state[key]
+    params: dict[str, str] = {}
+    if st.session_state.get(_DATASET, default_dataset()) != default_dataset():
+        params[DATASET_PARAM] = st.session_state[_DATASET]
+    filters = st.session_state.get(_FILTERS)
+    if filters is not None:
+        params.update(filters.to_query_params())
+    params.update(st.session_state.get(_PAGE_PARAMS, {}))
+    if params != st.query_params.to_dict():
+        st.query_params.from_dict(params)
+
+
+def seed_control(
+    key: str,
+    default: Any,
+    *,
+    param: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> None:
+    """Give the widget ``key`` its starting value before it is drawn.
+
+    In order: the value it already has this session; the URL parameter ``param`` (parsed by
+    ``parse``, which raises ``TenureError`` or ``ValueError`` on a bad value: then a warning and the
+    next source); the value it had when the page was last left; ``default``.
+    """
+    st.session_state[_SEEDED_KEYS].append(key)
+    if key in st.session_state:
+        return
+    text = url_at_start().get(param) if param else None
+    if text is not None:
+        try:
+            st.session_state[key] = parse(text) if parse else text
+            return
+        except (TenureError, ValueError) as error:
+            st.warning(f"URL parameter '{param}={text}' was ignored: {error}")
+    st.session_state[key] = st.session_state[_REMEMBERED].get(key, default)
+
+
+# --- The dataset and the store ------------------------------------------------------------------
+
+
+def dataset_choices() -> dict[str, str]:
+    """The datasets one can switch between: a custom store named by ``$TENURE_DB``, then the built-ins."""
+    choices: dict[str, str] = {}
+    custom = os.environ.get(DB_ENV_VAR)
+    if custom:
+        choices[CUSTOM_DATASET] = f"Custom store ({Path(custom).name})"
+    for name, dataset in DATASETS.items():
+        choices[name] = dataset.label
+    return choices
+
+
+def default_dataset() -> str:
+    return CUSTOM_DATASET if os.environ.get(DB_ENV_VAR) else next(iter(DATASETS))
+
+
+def current_dataset() -> str:
+    return st.session_state.get(_DATASET, default_dataset())
+
+
+def dataset_switch(container: Any, key: str) -> None:
+    """A selectbox that switches the dataset for the whole session (sidebar and Data page)."""
+    choices = dataset_choices()
+    st.session_state[key] = current_dataset()
+
+    def switch() -> None:
+        st.session_state[_DATASET] = st.session_state[key]
+
+    container.selectbox(
+        "Dataset",
+        options=list(choices),
+        format_func=choices.__getitem__,
+        key=key,
+        on_change=switch,
+        help="A built-in dataset is built on first use; a custom store comes from $TENURE_DB.",
+    )
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> Store:
+    """One ``Store`` per DuckDB file per process: every session reads through its own cursors."""
+    return Store(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _build_lock(name: str) -> threading.Lock:
+    """Serialises builds of one dataset across sessions of this process."""
+    return threading.Lock()
+
+
+def _dataset_path(name: str) -> Path:
+    if name == CUSTOM_DATASET:
+        return resolve_db_path()
+    dataset = DATASETS[name]
+    if dataset.default_path.exists():
+        return dataset.default_path
+    with (
+        _build_lock(name),
+        st.status(f"Building the '{dataset.label}' store (first use only)...", expanded=True) as status,
+    ):
+        bar = st.progress(0.0, text="starting")
+
+        def progress(fraction: float, message: str) -> None:
+            bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
+
+        path = ensure_dataset(name, progress=progress)
+        status.update(label=f"Built the '{dataset.label}' store", state="complete", expanded=False)
+    return path
+
+
+def open_current_store() -> Store:
+    """The selected dataset's store (built first when it is a missing built-in); stops the run on error."""
+    try:
+        path = _dataset_path(current_dataset())
+        store = _open_store(str(path.resolve()))
+    except TenureError as error:
+        show_error(error)
+        st.stop()
+    st.session_state[_STORE_PATH] = str(store.path.resolve())
+    return store
+
+
+def get_store() -> Store:
+    """The store this run works on (opened by the app shell before the page runs)."""
+    return _open_store(st.session_state[_STORE_PATH])
+
+
+# --- Global filters ------------------------------------------------------------------------------
+
+
+def segment_attribute_names(store: Store) -> list[str]:
+    """Attributes of ``users`` to segment by: country, channel, platform, plan first."""
+    attributes = segment_attributes(store)
+    preferred = [name for name in PREFERRED_ATTRIBUTES if name in attributes]
+    return preferred + [name for name in attributes if name not in preferred]
+
+
+def _seed_filters_from_url(store: Store, options: dict[str, list[str]]) -> None:
+    """Once per session: the URL's filters become the sidebar's values; bad ones are reported."""
+    params = url_at_start()
+    for key in ("from", "to"):
+        try:
+            parsed = Filters.from_query_params({key: params.get(key, "")})
+        except TenureError as error:
+            st.warning(f"{error}; that filter was ignored.")
+            continue
+        value = parsed.start_date if key == "from" else parsed.end_date
+        if value is not None:
+            st.session_state[FROM_KEY if key == "from" else TO_KEY] = value
+    for attribute, values in Filters.from_query_params(
+        {key: value for key, value in params.items() if key.startswith(SEGMENT_PARAM_PREFIX)}
+    ).segments:
+        if attribute not in options:
+            st.warning(
+                f"URL parameter '{SEGMENT_PARAM_PREFIX}{attribute}' names no attribute of the users "
+                f"table; ignored (attributes: {', '.join(options) or 'none'})."
+            )
+            continue
+        known = [value for value in values if value in options[attribute]]
+        unknown = [value for value in values if value not in options[attribute]]
+        if unknown:
+            st.warning(f"Unknown {attribute} value(s) in the URL ignored: {', '.join(unknown)}.")
+        st.session_state[SEGMENT_KEY_PREFIX + attribute] = known
+
+
+def sidebar_filters(store: Store) -> Filters:
+    """The global filters, drawn in the sidebar; shared by all pages and kept in the URL."""
+    span = cached_event_span(store)
+    attributes = segment_attribute_names(store)
+    options = {attribute: cached_segment_values(store, attribute) for attribute in attributes}
+    if not st.session_state.get(_FILTERS_SEEDED):
+        st.session_state[_FILTERS_SEEDED] = True
+        _seed_filters_from_url(store, options)
+
+    sidebar = st.sidebar
+    sidebar.subheader("Filters")
+    sidebar.caption("Users whose start falls in the range and who match every segment.")
+    chosen = [st.session_state.get(FROM_KEY), st.session_state.get(TO_KEY)]
+    known_days = [day for day in (*span, *chosen) if day is not None]
+    low = min(known_days, default=None)
+    high = max(known_days, default=None)
+    left, right = sidebar.columns(2)
+    start_date = left.date_input(
+        "Start from", value=None, min_value=low, max_value=high, key=FROM_KEY, format="YYYY-MM-DD"
+    )
+    end_date = right.date_input(
+        "Start to", value=None, min_value=low, max_value=high, key=TO_KEY, format="YYYY-MM-DD"
+    )
+    segments: list[tuple[str, tuple[str, ...]]] = []
+    for attribute in attributes:
+        key = SEGMENT_KEY_PREFIX + attribute
+        current = st.session_state.get(key, [])
+        if any(value not in options[attribute] for value in current):
+            st.session_state[key] = [value for value in current if value in options[attribute]]
+        values = sidebar.multiselect(
+            attribute.replace("_", " ").capitalize(),
+            options=options[attribute],
+            key=key,
+            placeholder="All",
+        )
+        if values:
+            segments.append((attribute, tuple(values)))
+    if start_date and end_date and start_date > end_date:
+        sidebar.warning("'Start from' is after 'Start to': no user can match.")
+    filters = Filters(start_date, end_date, tuple(segments))
+    st.session_state[_FILTERS] = filters
+    return filters
+
+
+def get_filters() -> Filters:
+    """The global filters of this run (drawn by the app shell before the page runs)."""
+    return st.session_state.get(_FILTERS, Filters())
+
+
+def describe_filters(filters: Filters) -> str:
+    """One line saying which users a view covers."""
+    if filters.is_empty:
+        return "all users"
+    parts = []
+    if filters.start_date or filters.end_date:
+        since = filters.start_date.isoformat() if filters.start_date else "the beginning"
+        until = filters.end_date.isoformat() if filters.end_date else "the end"
+        parts.append(f"starting {since} to {until}")
+    parts += [f"{attribute} in {', '.join(values)}" for attribute, values in filters.segments]
+    return "users " + "; ".join(parts)
+
+
+# --- Output helpers ------------------------------------------------------------------------------
+
+
+def show_error(error: TenureError, *, prefix: str | None = None) -> None:
+    """A problem the user can fix: what is wrong, then what to do."""
+    text = f"{prefix}: {error.message}" if prefix else error.message
+    if error.hint:
+        text += f"  \n**What to do:** {error.hint}"
+    st.error(text, icon=":material/error:")
+
+
+def download_csv(
+    frame: pd.DataFrame, file_name: str, *, label: str = "Download CSV", key: str | None = None
+) -> None:
+    """A download button for ``frame`` as CSV that spreadsheets open without running formulas."""
+    st.download_button(
+        label,
+        data=to_safe_csv(frame),
+        file_name=file_name,
+        mime="text/csv",
+        key=key or f"download_{file_name}",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def suggested_column_map(store: Store, path: Path, table: str) -> tuple[list[str], dict[str, str]]:
+    """A file's columns and, for each that the ingest would map by itself, its canonical column.
+
+    Same rules as the ingest's automatic mapping: a canonical name (any case) first, then an
+    alias; when two file columns could feed one canonical column, only the first is suggested.
+    """
+    spec = CANONICAL_TABLES[table]
+    with store.cursor() as cursor:
+        sniffed, _ = file_columns(cursor, inspect_file(path))
+    columns = [name for name, _ in sniffed]
+    aliases = table_aliases(spec)
+    suggested: dict[str, str] = {}
+    for rank in (0, 1):
+        for column in columns:
+            lower = column.lower()
+            target = (
+                lower if rank == 0 and lower in spec.column_names else aliases.get(lower) if rank else None
+            )
+            if target and column not in suggested and target not in suggested.values():
+                suggested[column] = target
+    return columns, suggested
+
+
+# --- Cached queries ------------------------------------------------------------------------------
+# `_store` is not hashed (leading underscore); `version` names the file and its last load, so
+# entries of different stores, or of one store before and after a load, never mix.
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _store_info(_store: Store, version: str) -> overview.StoreInfo:
+    return overview.store_info(_store)
+
+
+def cached_store_info(store: Store) -> overview.StoreInfo:
+    return _store_info(store, store.version())
+
+
+def tables_frame(info: overview.StoreInfo) -> pd.DataFrame:
+    """One row per table of the main schema: name, row count and date range."""
+    frame = pd.DataFrame(info.to_dict()["tables"]).rename(columns={"name": "table"})
+    return frame[["table", "rows", "time_column", "first", "last"]]
+
+
+def load_history_frame(info: overview.StoreInfo) -> pd.DataFrame:
+    """The store's loads, newest first."""
+    return pd.DataFrame(info.to_dict()["loads"]).iloc[::-1].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _headline(_store: Store, version: str, filter_params: dict[str, str]) -> Any:
+    return overview.headline(_store, Filters.from_query_params(filter_params))
+
+
+def cached_headline(store: Store, filters: Filters) -> Any:
+    return _headline(store, store.version(), filters.to_query_params())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _activity(_store: Store, version: str, filter_params: dict[str, str], period: str) -> pd.DataFrame:
+    return overview.activity_series(_store, Filters.from_query_params(filter_params), period)
+
+
+def cached_activity(store: Store, filters: Filters, period: str) -> pd.DataFrame:
+    return _activity(store, store.version(), filters.to_query_params(), period)
+
+
+# Lookups the widgets need (core/catalog.py): bounds of the date filter, options, previews.
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _event_span(_store: Store, version: str) -> tuple[dt.date | None, dt.date | None]:
+    return catalog.event_span(_store)
+
+
+def cached_event_span(store: Store) -> tuple[dt.date | None, dt.date | None]:
+    """The first and last day with an event: the bounds of the date filter."""
+    return _event_span(store, store.version())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _segment_values(_store: Store, version: str, attribute: str, limit: int) -> list[str]:
+    return catalog.segment_values(_store, attribute, limit)
+
+
+def cached_segment_values(store: Store, attribute: str, limit: int = 500) -> list[str]:
+    """The values of a ``users`` attribute (as text, sorted, at most ``limit``)."""
+    return _segment_values(store, store.version(), attribute, limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _event_names(_store: Store, version: str) -> list[str]:
+    return catalog.event_names(_store)
+
+
+def cached_event_names(store: Store) -> list[str]:
+    """Event names, most frequent first."""
+    return _event_names(store, store.version())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _preview(_store: Store, version: str, table: str, rows: int) -> pd.DataFrame:
+    return catalog.preview(_store, table, rows)
+
+
+def cached_preview(store: Store, table: str, rows: int = 20) -> pd.DataFrame:
+    """The first ``rows`` rows of a table, as stored."""
+    return _preview(store, store.version(), table, rows)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _retention_table(
+    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str]
+) -> pd.DataFrame:
+    return retention.retention_table(
+        _store, RetentionSpec.from_dict(spec), Filters.from_query_params(filter_params)
+    )
+
+
+def cached_retention_table(store: Store, spec: RetentionSpec, filters: Filters) -> pd.DataFrame:
+    return _retention_table(store, store.version(), spec.to_dict(), filters.to_query_params())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _retention_curve(
+    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str], by: str | None
+) -> pd.DataFrame:
+    return retention.retention_curve(
+        _store, RetentionSpec.from_dict(spec), Filters.from_query_params(filter_params), by=by
+    )
+
+
+def cached_retention_curve(
+    store: Store, spec: RetentionSpec, filters: Filters, by: str | None = None
+) -> pd.DataFrame:
+    return _retention_curve(store, store.version(), spec.to_dict(), filters.to_query_params(), by)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _retention_users(
+    _store: Store,
+    version: str,
+    spec: dict[str, Any],
+    filter_params: dict[str, str],
+    cohort: str,
+    period: int,
+    retained: bool | None,
+) -> pd.DataFrame:
+    return retention.retention_users(
+        _store,
+        RetentionSpec.from_dict(spec),
+        Filters.from_query_params(filter_params),
+        cohort,
+        period,
+        retained,
+    )
+
+
+def cached_retention_users(
+    store: Store,
+    spec: RetentionSpec,
+    filters: Filters,
+    cohort: dt.date,
+    period: int,
+    retained: bool | None,
+) -> pd.DataFrame:
+    return _retention_users(
+        store,
+        store.version(),
+        spec.to_dict(),
+        filters.to_query_params(),
+        cohort.isoformat(),
+        period,
+        retained,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _data_end(_store: Store, version: str) -> str:
+    end = _store.data_end()
+    return "no events yet" if end is None else end.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cached_data_end(store: Store) -> str:
+    """The latest event time, as text: the end of observation for every metric."""
+    return _data_end(store, store.version())

@@ -1,0 +1,20 @@
+"""Shared fixtures: small simulated stores built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.simulate import SimulationConfig, simulate_store
+
+
+@pytest.fixture(scope="session")
+def small_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated store of 800 users (seed 1) with every canonical table and the truth schema.
+
+    Shared by many tests: treat it as read-only (open it with ``Store(path, read_only=True)``).
+    """
+    path = tmp_path_factory.mktemp("simulated") / "small.duckdb"
+    simulate_store(path, SimulationConfig(users=800, seed=1))
+    return path

@@ -1,0 +1,197 @@
+"""The real app in a real browser: `streamlit run app.py` against a tiny store, each page opened in
+Debian's headless Chromium, failing on any exception box or error in the browser console.
+
+Full-page screenshots land in tests/screenshots/ (gitignored) for a look by eye.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_app_pages import build_tiny_store
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Resource failures are checked through the responses themselves (is_app_failure): the console
+# line carries no URL, and resources from other hosts cannot load on an offline machine.
+RESOURCE_ERROR = "Failed to load resource"
+SERVER_START_SECONDS = 90
+PAGE_SECONDS = 60
+# (path and query, heading the page shows when it has finished, screenshot name)
+PAGES = (
+    ("/", "tiny", "home"),
+    ("/retention?period=day&by=country", "Retention", "retention"),
+    ("/data", "Data", "data"),
+    ("/?seg.country=US&from=2025-09-10", "tiny", "home_filtered"),
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make chromium)"),
+]
+
+
+def is_app_failure(server_url: str, url: str, status: int) -> bool:
+    """A failed response from the app's own server, other than the frontend's base-path probes.
+
+    On a page like /retention the frontend first asks /retention/_stcore/health and host-config
+    (to find a base path the app might be served under) and gets 404s: that is expected.
+    """
+    if status < 400 or not url.startswith(server_url):
+        return False
+    path = url.removeprefix(server_url).split("?")[0]
+    return not (status == 404 and "/_stcore/" in path and not path.startswith("/_stcore/"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(
+        f"streamlit did not answer {url}/_stcore/health in {SERVER_START_SECONDS}s:\n{log.read_text()}"
+    )
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("browser")
+    store = folder / "tiny.duckdb"
+    build_tiny_store(store)
+    port = free_port()
+    log = folder / "streamlit.log"
+    env = {**os.environ, "TENURE_DB": str(store)}
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--server.fileWatcherType",
+                "none",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, server, log)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+
+
+def test_every_page_renders_in_chromium(server_url: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 1000})
+            for path, heading, name in PAGES:
+                page = context.new_page()
+                console_errors: list[str] = []
+                page.on(
+                    "console",
+                    lambda message, errors=console_errors: (
+                        errors.append(message.text)
+                        if message.type == "error" and not message.text.startswith(RESOURCE_ERROR)
+                        else None
+                    ),
+                )
+                page.on("pageerror", lambda error, errors=console_errors: errors.append(str(error)))
+                page.on(
+                    "response",
+                    lambda response, errors=console_errors: (
+                        errors.append(f"HTTP {response.status} for {response.url}")
+                        if is_app_failure(server_url, response.url, response.status)
+                        else None
+                    ),
+                )
+                page.goto(server_url + path, timeout=PAGE_SECONDS * 1000)
+                page.get_by_role("heading", name=heading, exact=True).first.wait_for(
+                    timeout=PAGE_SECONDS * 1000
+                )
+                wait_until_idle(page)
+                # The app scrolls inside its main container: grow the window to the content's height.
+                height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                page.set_viewport_size({"width": 1440, "height": min(max(int(height), 1000), 8000)})
+                wait_until_idle(page)
+                page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+                exceptions = page.locator('[data-testid="stException"]')
+                if exceptions.count():
+                    problems.append(f"{path}: exception shown: {exceptions.first.inner_text()[:500]}")
+                problems += [f"{path}: console error: {text}" for text in console_errors]
+                page.close()
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+
+
+def wait_until_idle(page) -> None:
+    """Wait until the script run is over: no 'running' status widget for a moment, charts drawn."""
+    deadline = time.monotonic() + PAGE_SECONDS
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = (
+            page.locator('[data-testid="stStatusWidget"]').count() > 0
+            or page.locator('[data-testid="stSkeleton"]').count() > 0
+        )
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.5:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError("the app kept running for longer than the page timeout")
