@@ -100,6 +100,8 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_retention(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from core.population import Filters, StartSpec
     from core.retention import RetentionSpec, retention_table
     from core.store import Store, resolve_db_path
@@ -118,8 +120,9 @@ def _run_retention(args: argparse.Namespace) -> int:
     )
     with Store(resolve_db_path(args.db), read_only=True) as store:
         table = retention_table(store, spec, Filters())
-    complete = table[~table["incomplete"]]
-    _print_frame(complete[["cohort", "period", "eligible", "retained", "rate"]], args.format)
+    complete = table.loc[~table["incomplete"], ["cohort", "period", "eligible", "retained", "rate"]]
+    complete = complete.assign(cohort=pd.to_datetime(complete["cohort"]).dt.strftime("%Y-%m-%d"))
+    _print_frame(complete, args.format)
     return 0
 
 

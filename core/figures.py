@@ -20,6 +20,14 @@ def _hex_to_rgba(colour: str, alpha: float) -> str:
     return f"rgba({red},{green},{blue},{alpha})"
 
 
+# A readable triangle: one row per cohort at a legible height; cell labels only when they fit
+# (beyond that many periods the rate is in the colour and the hover).
+HEATMAP_ROW_HEIGHT = 22
+HEATMAP_MARGIN = 140
+HEATMAP_MIN_HEIGHT = 360
+HEATMAP_LABELLED_PERIODS = 26
+
+
 def retention_heatmap(table: pd.DataFrame, title: str = "Retention by cohort") -> go.Figure:
     """The cohort triangle: cohorts as rows (oldest on top), periods as columns, rate as colour.
 
@@ -73,7 +81,7 @@ def retention_heatmap(table: pd.DataFrame, title: str = "Retention by cohort") -
             x=[str(period) for period in periods],
             y=[str(cohort) for cohort in cohorts],
             text=labels,
-            texttemplate="%{text}",
+            texttemplate="%{text}" if len(periods) <= HEATMAP_LABELLED_PERIODS else None,
             customdata=hover,
             hovertemplate="%{customdata}<extra></extra>",
             colorscale="Blues",
@@ -88,6 +96,7 @@ def retention_heatmap(table: pd.DataFrame, title: str = "Retention by cohort") -
         xaxis={"title": "period", "type": "category", "side": "top"},
         yaxis={"title": "cohort", "type": "category", "autorange": "reversed"},
         plot_bgcolor="white",
+        height=max(HEATMAP_MIN_HEIGHT, HEATMAP_MARGIN + HEATMAP_ROW_HEIGHT * len(cohorts)),
     )
     return figure
 

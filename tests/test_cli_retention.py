@@ -80,6 +80,7 @@ def test_json_output_with_options(store_path):
         store_path, RetentionSpec(period="day", mode="consecutive", max_periods=5, return_events=("view",))
     )
     assert [record["retained"] for record in records] == list(expected["retained"])
+    assert [record["cohort"] for record in records] == [value.isoformat() for value in expected["cohort"]]
     assert max(record["period"] for record in records) <= 5
 
 

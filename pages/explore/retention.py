@@ -154,7 +154,7 @@ def _caption(spec: RetentionSpec, store_end: str) -> str:
         f"**Period**: {periods}. **Retained** ({spec.mode}): {MODE_DEFINITIONS[spec.mode]}; "
         f"return events: {returns}. **Rate** = retained / eligible, where eligible users are those "
         f"whose period k has ended by the data's end ({store_end}); cells with no eligible user "
-        "are incomplete (hatched grey), never counted as churn. Bands: 95% Wilson score intervals."
+        "are incomplete (left blank, marked … when labelled), never counted as churn. Bands: 95% Wilson score intervals."
     )
 
 
@@ -234,7 +234,7 @@ def _drill_down(store: Store, spec: RetentionSpec, filters: Filters, table: pd.D
         store, spec, filters, cohort, int(period), WHO_RETAINED[who or "eligible"]
     )
     st.caption(
-        f"{len(users):,} users ({cell['retained']:,} retained of {cell['eligible']:,} eligible, "
+        f"{len(users):,} user{'' if len(users) == 1 else 's'} ({cell['retained']:,} retained of {cell['eligible']:,} eligible, "
         f"{cell['excluded']:,} not yet observable)."
     )
     st.dataframe(users, hide_index=True, height=240, key="drill_users")
