@@ -13,7 +13,7 @@ from core.errors import TenureError
 from core.ingest import BadRowsError, ingest_file
 from core.schema import CANONICAL_TABLES
 from core.store import Store
-from pages.shared import ui
+from pages.shared import cached, ui
 
 KEEP_COLUMN = "(extra column)"
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tenure-uploads"
@@ -31,17 +31,17 @@ def _dataset_section(store: Store) -> None:
 
 
 def _tables_section(store: Store) -> None:
-    info = ui.cached_store_info(store)
+    info = cached.store_info(store)
     st.subheader("Tables")
-    tables = ui.tables_frame(info)
+    tables = cached.tables_frame(info)
     st.dataframe(tables, hide_index=True, key="data_tables")
     ui.download_csv(tables, "tables.csv", key="download_tables")
     name = st.selectbox("Preview", list(tables["table"]), key="data_preview_table")
-    preview = ui.cached_preview(store, name)
+    preview = cached.preview(store, name)
     st.dataframe(preview, hide_index=True, key="data_preview")
     ui.download_csv(preview, f"{name}_preview.csv", key="download_preview")
     st.subheader("Load history")
-    history = ui.load_history_frame(info)
+    history = cached.load_history_frame(info)
     if history.empty:
         st.caption("Nothing loaded yet.")
     else:

@@ -13,7 +13,7 @@ from core.errors import TenureError
 from core.population import Filters
 from core.retention import MODES, PERIOD_DAYS, PERIODS, RetentionSpec
 from core.store import Store
-from pages.shared import ui
+from pages.shared import cached, ui
 
 START_LABELS = {"first_event": "First event", "signup": "Signup", "event": "First event of a name"}
 MODE_LABELS = {
@@ -147,7 +147,7 @@ def _caption(spec: RetentionSpec, store_end: str) -> str:
     if spec.calendar:
         periods = f"period k is the k-th calendar {spec.period} after the cohort's"
     else:
-        periods = f"period k is the {days}-day window that begins {days}k days after each user's own start"
+        periods = f"period k is the {days}-day window [start + k*{days} days, start + (k+1)*{days} days) from each user's own start"
     returns = "any event" if not spec.return_events else ", ".join(spec.return_events)
     return (
         f"**Cohort**: users whose start ({start}) falls in the same calendar {spec.period}. "
@@ -164,7 +164,7 @@ def main() -> None:
     st.title("Retention")
     st.caption(f"Cohorts of {ui.describe_filters(filters)}.")
 
-    event_names = ui.cached_event_names(store)
+    event_names = cached.event_names(store)
     attributes = ui.segment_attribute_names(store)
     if not event_names:
         st.info("This store has no events yet: load a file on the Data page.")
@@ -180,9 +180,9 @@ def main() -> None:
 
     try:
         with st.spinner("Counting cohorts..."):
-            table = ui.cached_retention_table(store, spec, filters)
-            overall = ui.cached_retention_curve(store, spec, filters)
-            segmented = ui.cached_retention_curve(store, spec, filters, by=by) if by else None
+            table = cached.retention_table(store, spec, filters)
+            overall = cached.retention_curve(store, spec, filters)
+            segmented = cached.retention_curve(store, spec, filters, by=by) if by else None
     except TenureError as error:
         ui.show_error(error)
         return
@@ -190,7 +190,7 @@ def main() -> None:
         st.info(f"No users match these filters ({ui.describe_filters(filters)}).")
         return
 
-    st.caption(_caption(spec, ui.cached_data_end(store)))
+    st.caption(_caption(spec, cached.data_end(store)))
     st.subheader("Cohort triangle")
     st.plotly_chart(figures.retention_heatmap(table), key="ret_heatmap")
 
@@ -230,9 +230,7 @@ def _drill_down(store: Store, spec: RetentionSpec, filters: Filters, table: pd.D
     if cell["incomplete"]:
         st.info(f"Period {period} of the {cohort.isoformat()} cohort has not ended for any user yet.")
         return
-    users = ui.cached_retention_users(
-        store, spec, filters, cohort, int(period), WHO_RETAINED[who or "eligible"]
-    )
+    users = cached.retention_users(store, spec, filters, cohort, int(period), WHO_RETAINED[who or "eligible"])
     st.caption(
         f"{len(users):,} user{'' if len(users) == 1 else 's'} ({cell['retained']:,} retained of {cell['eligible']:,} eligible, "
         f"{cell['excluded']:,} not yet observable)."

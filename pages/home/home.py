@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import figures
 from core.datasets import DATASETS
-from pages.shared import ui
+from pages.shared import cached, ui
 
 VIEWS = (
     (
@@ -32,10 +32,10 @@ def main() -> None:
     if meta.get("source"):
         st.caption(meta["source"])
     st.caption(
-        f"Store `{store.path}` · figures for {ui.describe_filters(filters)} · data end {ui.cached_data_end(store)}."
+        f"Store `{store.path}` · figures for {ui.describe_filters(filters)} · data end {cached.data_end(store)}."
     )
 
-    headline = ui.cached_headline(store, filters)
+    headline = cached.headline(store, filters)
     if not headline.events:
         st.info("No events match: load a file on the Data page, or widen the filters.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
@@ -48,14 +48,14 @@ def main() -> None:
     first, second, third, fourth = st.columns(4)
     first.metric("Daily active users", f"{headline.daily_active_users:,.0f}", border=True)
     second.metric("Weekly active users", f"{headline.weekly_active_users:,.0f}", border=True)
-    third.metric("Revenue", f"{headline.revenue:,.2f}", border=True)
+    third.metric("Revenue", f"{headline.revenue:,.0f}", border=True)
     fourth.metric(
         "Paying users", f"{headline.paying_share:.1%}", border=True, help="Share of users with revenue."
     )
 
     st.subheader("Activity")
     period = st.segmented_control("Granularity", ("day", "week", "month"), default="week", key="home_period")
-    series = ui.cached_activity(store, filters, period or "week")
+    series = cached.activity(store, filters, period or "week")
     st.plotly_chart(figures.activity_chart(series), key="home_activity")
 
     st.subheader("Views")

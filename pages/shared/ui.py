@@ -14,7 +14,6 @@ State lives in three places, each with one job:
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 from collections.abc import Callable
@@ -24,16 +23,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import catalog, overview, retention
 from core.datasets import DATASETS, ensure_dataset
 from core.errors import TenureError
 from core.export import to_safe_csv
 from core.ingest import table_aliases
 from core.ingest_read import file_columns, inspect_file
 from core.population import Filters, segment_attributes
-from core.retention import RetentionSpec
 from core.schema import CANONICAL_TABLES
 from core.store import DB_ENV_VAR, Store, resolve_db_path
+from pages.shared import cached
 
 CUSTOM_DATASET = "custom"
 DATASET_PARAM = "dataset"
@@ -263,9 +261,9 @@ def _seed_filters_from_url(store: Store, options: dict[str, list[str]]) -> None:
 
 def sidebar_filters(store: Store) -> Filters:
     """The global filters, drawn in the sidebar; shared by all pages and kept in the URL."""
-    span = cached_event_span(store)
+    span = cached.event_span(store)
     attributes = segment_attribute_names(store)
-    options = {attribute: cached_segment_values(store, attribute) for attribute in attributes}
+    options = {attribute: cached.segment_values(store, attribute) for attribute in attributes}
     if not st.session_state.get(_FILTERS_SEEDED):
         st.session_state[_FILTERS_SEEDED] = True
         _seed_filters_from_url(store, options)
@@ -370,167 +368,3 @@ def suggested_column_map(store: Store, path: Path, table: str) -> tuple[list[str
             if target and column not in suggested and target not in suggested.values():
                 suggested[column] = target
     return columns, suggested
-
-
-# --- Cached queries ------------------------------------------------------------------------------
-# `_store` is not hashed (leading underscore); `version` names the file and its last load, so
-# entries of different stores, or of one store before and after a load, never mix.
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _store_info(_store: Store, version: str) -> overview.StoreInfo:
-    return overview.store_info(_store)
-
-
-def cached_store_info(store: Store) -> overview.StoreInfo:
-    return _store_info(store, store.version())
-
-
-def tables_frame(info: overview.StoreInfo) -> pd.DataFrame:
-    """One row per table of the main schema: name, row count and date range."""
-    frame = pd.DataFrame(info.to_dict()["tables"]).rename(columns={"name": "table"})
-    return frame[["table", "rows", "time_column", "first", "last"]]
-
-
-def load_history_frame(info: overview.StoreInfo) -> pd.DataFrame:
-    """The store's loads, newest first."""
-    return pd.DataFrame(info.to_dict()["loads"]).iloc[::-1].reset_index(drop=True)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _headline(_store: Store, version: str, filter_params: dict[str, str]) -> Any:
-    return overview.headline(_store, Filters.from_query_params(filter_params))
-
-
-def cached_headline(store: Store, filters: Filters) -> Any:
-    return _headline(store, store.version(), filters.to_query_params())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _activity(_store: Store, version: str, filter_params: dict[str, str], period: str) -> pd.DataFrame:
-    return overview.activity_series(_store, Filters.from_query_params(filter_params), period)
-
-
-def cached_activity(store: Store, filters: Filters, period: str) -> pd.DataFrame:
-    return _activity(store, store.version(), filters.to_query_params(), period)
-
-
-# Lookups the widgets need (core/catalog.py): bounds of the date filter, options, previews.
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _event_span(_store: Store, version: str) -> tuple[dt.date | None, dt.date | None]:
-    return catalog.event_span(_store)
-
-
-def cached_event_span(store: Store) -> tuple[dt.date | None, dt.date | None]:
-    """The first and last day with an event: the bounds of the date filter."""
-    return _event_span(store, store.version())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _segment_values(_store: Store, version: str, attribute: str, limit: int) -> list[str]:
-    return catalog.segment_values(_store, attribute, limit)
-
-
-def cached_segment_values(store: Store, attribute: str, limit: int = 500) -> list[str]:
-    """The values of a ``users`` attribute (as text, sorted, at most ``limit``)."""
-    return _segment_values(store, store.version(), attribute, limit)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _event_names(_store: Store, version: str) -> list[str]:
-    return catalog.event_names(_store)
-
-
-def cached_event_names(store: Store) -> list[str]:
-    """Event names, most frequent first."""
-    return _event_names(store, store.version())
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _preview(_store: Store, version: str, table: str, rows: int) -> pd.DataFrame:
-    return catalog.preview(_store, table, rows)
-
-
-def cached_preview(store: Store, table: str, rows: int = 20) -> pd.DataFrame:
-    """The first ``rows`` rows of a table, as stored."""
-    return _preview(store, store.version(), table, rows)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _retention_table(
-    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str]
-) -> pd.DataFrame:
-    return retention.retention_table(
-        _store, RetentionSpec.from_dict(spec), Filters.from_query_params(filter_params)
-    )
-
-
-def cached_retention_table(store: Store, spec: RetentionSpec, filters: Filters) -> pd.DataFrame:
-    return _retention_table(store, store.version(), spec.to_dict(), filters.to_query_params())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _retention_curve(
-    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str], by: str | None
-) -> pd.DataFrame:
-    return retention.retention_curve(
-        _store, RetentionSpec.from_dict(spec), Filters.from_query_params(filter_params), by=by
-    )
-
-
-def cached_retention_curve(
-    store: Store, spec: RetentionSpec, filters: Filters, by: str | None = None
-) -> pd.DataFrame:
-    return _retention_curve(store, store.version(), spec.to_dict(), filters.to_query_params(), by)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _retention_users(
-    _store: Store,
-    version: str,
-    spec: dict[str, Any],
-    filter_params: dict[str, str],
-    cohort: str,
-    period: int,
-    retained: bool | None,
-) -> pd.DataFrame:
-    return retention.retention_users(
-        _store,
-        RetentionSpec.from_dict(spec),
-        Filters.from_query_params(filter_params),
-        cohort,
-        period,
-        retained,
-    )
-
-
-def cached_retention_users(
-    store: Store,
-    spec: RetentionSpec,
-    filters: Filters,
-    cohort: dt.date,
-    period: int,
-    retained: bool | None,
-) -> pd.DataFrame:
-    return _retention_users(
-        store,
-        store.version(),
-        spec.to_dict(),
-        filters.to_query_params(),
-        cohort.isoformat(),
-        period,
-        retained,
-    )
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _data_end(_store: Store, version: str) -> str:
-    end = _store.data_end()
-    return "no events yet" if end is None else end.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def cached_data_end(store: Store) -> str:
-    """The latest event time, as text: the end of observation for every metric."""
-    return _data_end(store, store.version())
