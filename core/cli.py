@@ -60,9 +60,13 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _stderr_progress(fraction: float, message: str) -> None:
-    sys.stderr.write(f"\r[{fraction:6.1%}] {message:<60}")
-    if fraction >= 1:
-        sys.stderr.write("\n")
+    """One line updated in place on a terminal; one line per step in a log file."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r[{fraction:6.1%}] {message:<60}")
+        if fraction >= 1:
+            sys.stderr.write("\n")
+    else:
+        sys.stderr.write(f"[{fraction:6.1%}] {message}\n")
     sys.stderr.flush()
 
 
