@@ -444,6 +444,7 @@ class _TableLoad:
         self.plan = plan
         self.staged_types = staged.types
         self.line = staged.line_sql
+        self.row_hash = staged.row_hash_sql
         self.source = source
         self.params: dict[str, Any] = {}
         self.values: dict[str, str] = {}
@@ -499,10 +500,10 @@ class _TableLoad:
         """The typed value of canonical column ``name`` and the checks that make a row bad."""
         is_text = source_type in TEXT_TYPES
         raw = f"CAST({source_sql} AS VARCHAR)"
-        # trim() runs only on values that start with whitespace: on every row it is costly.
+        # trim() runs only on values that are empty or start with a control character or a space
+        # (they sort before '!'): on every row it is costly.
         present = (
-            f"({source_sql} IS NOT NULL AND {source_sql} <> '' "
-            f"AND NOT (ascii({source_sql}) <= 32 AND trim({source_sql}) = ''))"
+            f"({source_sql} IS NOT NULL AND NOT ({source_sql} < '!' AND trim({source_sql}) = ''))"
             if is_text
             else f"({source_sql} IS NOT NULL)"
         )
@@ -629,10 +630,11 @@ class _TableLoad:
     def validate(self) -> tuple[int, int]:
         """Find the bad rows and the exact duplicates; returns (bad row count, duplicate count).
 
-        One scan groups the rows by a hash of all their columns and counts the bad ones; only
-        when that finds something do the slower queries run: bad cells go to
-        ``ingest_bad_cells`` (line, column, value, reason), and the lines to leave out of the
-        insert (bad rows, and every copy of a duplicate but the first) to ``ingest_excluded``.
+        Two cheap scans: one counts the bad rows, one groups the rows by the hash of all their
+        columns stored at staging and keeps the hashes seen more than once. Only when those find
+        something do the slower queries run: bad cells go to ``ingest_bad_cells`` (line,
+        column, value, reason), and the lines to leave out of the insert (bad rows, and every
+        copy of a duplicate but the first) to ``ingest_excluded``.
         """
         self.cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE {BAD_CELLS.removeprefix('temp.')} "
@@ -640,16 +642,13 @@ class _TableLoad:
         )
         self.cursor.execute(f"CREATE OR REPLACE TEMP TABLE {EXCLUDED.removeprefix('temp.')} (line BIGINT)")
         any_bad = " OR ".join(f"({check.bad_sql})" for check in self.checks) or "false"
-        groups_sql = (
+        bad_sql = f"SELECT count_if({any_bad}) > 0 FROM {STAGING} AS s"
+        any_bad_rows = self.cursor.execute(bad_sql, self._params_for(bad_sql)).fetchone()[0]
+        self.cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE {ROW_GROUPS.removeprefix('temp.')} AS "
-            f"SELECT hash({self._file_columns_sql()}) AS row_hash, count(*) AS copies, "
-            f"count_if({any_bad}) AS bad_rows FROM {STAGING} AS s "
-            "GROUP BY row_hash HAVING copies > 1 OR bad_rows > 0"
+            f"SELECT {self.row_hash} AS row_hash FROM {STAGING} AS s GROUP BY row_hash HAVING count(*) > 1"
         )
-        self.cursor.execute(groups_sql, self._params_for(groups_sql))
-        any_bad_rows, any_repeats = self.cursor.execute(
-            f"SELECT coalesce(sum(bad_rows), 0) > 0, count(*) FILTER (WHERE copies > 1) > 0 FROM {ROW_GROUPS}"
-        ).fetchone()
+        any_repeats = self.cursor.execute(f"SELECT count(*) > 0 FROM {ROW_GROUPS}").fetchone()[0]
         if any_bad_rows:
             cells = " UNION ALL ".join(
                 f"SELECT {self.line}, {_literal(check.column)}, {check.value_sql}, {_literal(check.reason)} "
@@ -678,7 +677,7 @@ class _TableLoad:
             f"INSERT INTO {EXCLUDED} SELECT line FROM ("
             f"SELECT {self.line} AS line, row_number() OVER (PARTITION BY {columns} ORDER BY {self.line}) AS copy "
             f"FROM {STAGING} AS s WHERE {good} "
-            f"AND hash({columns}) IN (SELECT row_hash FROM {ROW_GROUPS} WHERE copies > 1)) WHERE copy > 1"
+            f"AND {self.row_hash} IN (SELECT row_hash FROM {ROW_GROUPS})) WHERE copy > 1"
         )
         return int(self.cursor.execute(f"SELECT count(*) FROM {EXCLUDED}").fetchone()[0])
 

@@ -28,6 +28,7 @@ from core.store import quote_identifier
 HASH_BLOCK_BYTES = 1 << 20
 STAGING_TABLE = "ingest_staging"
 STAGING_LINE = "__tenure_line"
+STAGING_ROW_HASH = "__tenure_row_hash"
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 ISO_DATE_FORMATS = (None, "%Y-%m-%d")
@@ -54,6 +55,7 @@ class StagedFile:
     rows: int
     read_as_text: bool
     line_sql: str  # the line of a staged row, as SQL over the alias ``s``
+    row_hash_sql: str  # a hash of all the file's values of a staged row, over the alias ``s``
 
 
 def inspect_file(path: Path) -> InputFile:
@@ -226,6 +228,9 @@ def _create_staging(
     row ids count the records (transaction-local row ids start at a large offset, hence the
     ``min(rowid)``). Numbering rows with a window instead would serialise the read; it is used
     only when the file has a column of its own called ``rowid``.
+
+    Each row's hash over all the file's columns is stored as it is read (``STAGING_ROW_HASH``),
+    while the values are in cache: the duplicate checks then group by one number.
     """
     line_offset = 2 if source.file_format == "csv" else 1
     staging = quote_identifier(STAGING_TABLE)
@@ -235,7 +240,9 @@ def _create_staging(
         described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
         names_rowid = any(name.lower() == "rowid" for name, *_ in described)
         numbering = f"row_number() OVER () + {line_offset - 1} AS {line}, " if names_rowid else ""
-        cursor.execute(f"CREATE TEMP TABLE {staging} AS SELECT {numbering}* FROM {read_sql}", params)
+        file_values = ", ".join(quote_identifier(name) for name, *_ in described)
+        row_hash = f"hash({file_values}) AS {quote_identifier(STAGING_ROW_HASH)}"
+        cursor.execute(f"CREATE TEMP TABLE {staging} AS SELECT {numbering}*, {row_hash} FROM {read_sql}", params)
     except (duckdb.InvalidInputException, duckdb.IOException, duckdb.ConversionException) as error:
         if isinstance(error, duckdb.ConversionException) and not read_as_text:
             raise
@@ -249,4 +256,5 @@ def _create_staging(
         f"SELECT count(*), coalesce(min(rowid), 0) FROM temp.{staging}"
     ).fetchone()
     line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
-    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql)
+    row_hash_sql = f"s.{quote_identifier(STAGING_ROW_HASH)}"
+    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql)
