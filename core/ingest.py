@@ -3,8 +3,8 @@
 One load, in order (docs/ARCHITECTURE.md, "Ingest"):
 
 1. The file is checked (exists, not empty, CSV or Parquet by its first bytes) and its bytes are
-   hashed (sha256). The same bytes loaded into the same table before: nothing is added and the
-   result says ``already_loaded``.
+   hashed (sha256, on a background thread while the file is read in step 2). The same bytes
+   loaded into the same table before: nothing is added and the result says ``already_loaded``.
 2. Inside one transaction of ``Store.transaction()`` (the single writer): the file's columns
    are mapped to the table's (aliases, ``column_map``, ``constants``), the file is read once into
    a staging temp table, and every check runs as set-based SQL over it: required values present,
@@ -229,15 +229,13 @@ def _load(
     path = source.path
     with store.transaction() as cursor:
         cursor.execute("SET TimeZone = 'UTC'")
-        earlier = cursor.execute(
-            "SELECT load_id FROM load_history WHERE content_hash = ? AND table_name = ?",
-            [source.content_hash, spec.name],
-        ).fetchone()
-        if earlier is not None:
-            logger.info("%s already loaded into %s as load %s", path, spec.name, earlier[0])
-            return _LoadOutcome(already_loaded=True)
         sniffed, iso_times = file_columns(cursor, source)
-        plan = plan_columns(spec, [name for name, _ in sniffed], column_map or {}, constants or {}, path)
+        try:
+            plan = plan_columns(spec, [name for name, _ in sniffed], column_map or {}, constants or {}, path)
+        except TenureError:
+            if _loaded_before(cursor, source, spec.name):
+                return _LoadOutcome(already_loaded=True)
+            raise
         staged = stage_file(
             cursor,
             source,
@@ -247,6 +245,8 @@ def _load(
             iso_times=iso_times,
             read_as_text=read_as_text,
         )
+        if _loaded_before(cursor, source, spec.name):
+            return _LoadOutcome(already_loaded=True)
         if staged.rows == 0:
             raise TenureError(f"{path} has no data rows", "the file holds a header only; export it again")
         loader = _TableLoad(cursor, spec, plan, staged, source)
@@ -258,6 +258,20 @@ def _load(
         accepted = loader.insert(excluding=bad_lines + duplicates)
         load_id = _record_load(cursor, source_label, spec.name, source, accepted, bad_lines, duplicates)
         return _LoadOutcome(False, accepted, bad_lines, duplicates, load_id, loader.column_mapping(), rejects)
+
+
+def _loaded_before(cursor: duckdb.DuckDBPyConnection, source: InputFile, table: str) -> bool:
+    """Whether the same bytes were loaded into ``table`` before (waits for the file's hash).
+
+    Asked once the file is staged, so that the hash runs beside the read.
+    """
+    earlier = cursor.execute(
+        "SELECT load_id FROM load_history WHERE content_hash = ? AND table_name = ?",
+        [source.content_hash, table],
+    ).fetchone()
+    if earlier is not None:
+        logger.info("%s already loaded into %s as load %s", source.path, table, earlier[0])
+    return earlier is not None
 
 
 def default_rejects_path(path: Path) -> Path:
