@@ -3,8 +3,8 @@
 One load, in order (docs/ARCHITECTURE.md, "Ingest"):
 
 1. The file is checked (exists, not empty, CSV or Parquet by its first bytes) and its bytes are
-   hashed (sha256). The same bytes loaded into the same table before: nothing is added and the
-   result says ``already_loaded``.
+   hashed (sha256, on a background thread while the file is read in step 2). The same bytes
+   loaded into the same table before: nothing is added and the result says ``already_loaded``.
 2. Inside one transaction of ``Store.transaction()`` (the single writer): the file's columns
    are mapped to the table's (aliases, ``column_map``, ``constants``), the file is read once into
    a staging temp table, and every check runs as set-based SQL over it: required values present,
@@ -229,15 +229,13 @@ def _load(
     path = source.path
     with store.transaction() as cursor:
         cursor.execute("SET TimeZone = 'UTC'")
-        earlier = cursor.execute(
-            "SELECT load_id FROM load_history WHERE content_hash = ? AND table_name = ?",
-            [source.content_hash, spec.name],
-        ).fetchone()
-        if earlier is not None:
-            logger.info("%s already loaded into %s as load %s", path, spec.name, earlier[0])
-            return _LoadOutcome(already_loaded=True)
         sniffed, iso_times = file_columns(cursor, source)
-        plan = plan_columns(spec, [name for name, _ in sniffed], column_map or {}, constants or {}, path)
+        try:
+            plan = plan_columns(spec, [name for name, _ in sniffed], column_map or {}, constants or {}, path)
+        except TenureError:
+            if _loaded_before(cursor, source, spec.name):
+                return _LoadOutcome(already_loaded=True)
+            raise
         staged = stage_file(
             cursor,
             source,
@@ -247,6 +245,8 @@ def _load(
             iso_times=iso_times,
             read_as_text=read_as_text,
         )
+        if _loaded_before(cursor, source, spec.name):
+            return _LoadOutcome(already_loaded=True)
         if staged.rows == 0:
             raise TenureError(f"{path} has no data rows", "the file holds a header only; export it again")
         loader = _TableLoad(cursor, spec, plan, staged, source)
@@ -258,6 +258,20 @@ def _load(
         accepted = loader.insert(excluding=bad_lines + duplicates)
         load_id = _record_load(cursor, source_label, spec.name, source, accepted, bad_lines, duplicates)
         return _LoadOutcome(False, accepted, bad_lines, duplicates, load_id, loader.column_mapping(), rejects)
+
+
+def _loaded_before(cursor: duckdb.DuckDBPyConnection, source: InputFile, table: str) -> bool:
+    """Whether the same bytes were loaded into ``table`` before (waits for the file's hash).
+
+    Asked once the file is staged, so that the hash runs beside the read.
+    """
+    earlier = cursor.execute(
+        "SELECT load_id FROM load_history WHERE content_hash = ? AND table_name = ?",
+        [source.content_hash, table],
+    ).fetchone()
+    if earlier is not None:
+        logger.info("%s already loaded into %s as load %s", source.path, table, earlier[0])
+    return earlier is not None
 
 
 def default_rejects_path(path: Path) -> Path:
@@ -444,6 +458,7 @@ class _TableLoad:
         self.plan = plan
         self.staged_types = staged.types
         self.line = staged.line_sql
+        self.row_hash = staged.row_hash_sql
         self.source = source
         self.params: dict[str, Any] = {}
         self.values: dict[str, str] = {}
@@ -499,10 +514,10 @@ class _TableLoad:
         """The typed value of canonical column ``name`` and the checks that make a row bad."""
         is_text = source_type in TEXT_TYPES
         raw = f"CAST({source_sql} AS VARCHAR)"
-        # trim() runs only on values that start with whitespace: on every row it is costly.
+        # trim() runs only on values that are empty or start with a control character or a space
+        # (they sort before '!'): on every row it is costly.
         present = (
-            f"({source_sql} IS NOT NULL AND {source_sql} <> '' "
-            f"AND NOT (ascii({source_sql}) <= 32 AND trim({source_sql}) = ''))"
+            f"({source_sql} IS NOT NULL AND NOT ({source_sql} < '!' AND trim({source_sql}) = ''))"
             if is_text
             else f"({source_sql} IS NOT NULL)"
         )
@@ -629,10 +644,11 @@ class _TableLoad:
     def validate(self) -> tuple[int, int]:
         """Find the bad rows and the exact duplicates; returns (bad row count, duplicate count).
 
-        One scan groups the rows by a hash of all their columns and counts the bad ones; only
-        when that finds something do the slower queries run: bad cells go to
-        ``ingest_bad_cells`` (line, column, value, reason), and the lines to leave out of the
-        insert (bad rows, and every copy of a duplicate but the first) to ``ingest_excluded``.
+        Two cheap scans: one counts the bad rows, one groups the rows by the hash of all their
+        columns stored at staging and keeps the hashes seen more than once. Only when those find
+        something do the slower queries run: bad cells go to ``ingest_bad_cells`` (line,
+        column, value, reason), and the lines to leave out of the insert (bad rows, and every
+        copy of a duplicate but the first) to ``ingest_excluded``.
         """
         self.cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE {BAD_CELLS.removeprefix('temp.')} "
@@ -640,16 +656,13 @@ class _TableLoad:
         )
         self.cursor.execute(f"CREATE OR REPLACE TEMP TABLE {EXCLUDED.removeprefix('temp.')} (line BIGINT)")
         any_bad = " OR ".join(f"({check.bad_sql})" for check in self.checks) or "false"
-        groups_sql = (
+        bad_sql = f"SELECT count_if({any_bad}) > 0 FROM {STAGING} AS s"
+        any_bad_rows = self.cursor.execute(bad_sql, self._params_for(bad_sql)).fetchone()[0]
+        self.cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE {ROW_GROUPS.removeprefix('temp.')} AS "
-            f"SELECT hash({self._file_columns_sql()}) AS row_hash, count(*) AS copies, "
-            f"count_if({any_bad}) AS bad_rows FROM {STAGING} AS s "
-            "GROUP BY row_hash HAVING copies > 1 OR bad_rows > 0"
+            f"SELECT {self.row_hash} AS row_hash FROM {STAGING} AS s GROUP BY row_hash HAVING count(*) > 1"
         )
-        self.cursor.execute(groups_sql, self._params_for(groups_sql))
-        any_bad_rows, any_repeats = self.cursor.execute(
-            f"SELECT coalesce(sum(bad_rows), 0) > 0, count(*) FILTER (WHERE copies > 1) > 0 FROM {ROW_GROUPS}"
-        ).fetchone()
+        any_repeats = self.cursor.execute(f"SELECT count(*) > 0 FROM {ROW_GROUPS}").fetchone()[0]
         if any_bad_rows:
             cells = " UNION ALL ".join(
                 f"SELECT {self.line}, {_literal(check.column)}, {check.value_sql}, {_literal(check.reason)} "
@@ -678,7 +691,7 @@ class _TableLoad:
             f"INSERT INTO {EXCLUDED} SELECT line FROM ("
             f"SELECT {self.line} AS line, row_number() OVER (PARTITION BY {columns} ORDER BY {self.line}) AS copy "
             f"FROM {STAGING} AS s WHERE {good} "
-            f"AND hash({columns}) IN (SELECT row_hash FROM {ROW_GROUPS} WHERE copies > 1)) WHERE copy > 1"
+            f"AND {self.row_hash} IN (SELECT row_hash FROM {ROW_GROUPS})) WHERE copy > 1"
         )
         return int(self.cursor.execute(f"SELECT count(*) FROM {EXCLUDED}").fetchone()[0])
 

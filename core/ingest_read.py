@@ -17,7 +17,8 @@ reported with their lines rather than failing the whole read.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -28,21 +29,29 @@ from core.store import quote_identifier
 HASH_BLOCK_BYTES = 1 << 20
 STAGING_TABLE = "ingest_staging"
 STAGING_LINE = "__tenure_line"
+STAGING_ROW_HASH = "__tenure_row_hash"
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 ISO_DATE_FORMATS = (None, "%Y-%m-%d")
 CSV_DELIMITERS = (",", ";", "|", "\t")
 ISO_TIME_TYPES = frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "DATE"})
+# hashlib releases the GIL on large blocks: the hash runs beside DuckDB's read of the same file.
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tenure-ingest-hash")
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """A checked input file: its format and the sha256 of its bytes."""
+    """A checked input file: its format and the sha256 of its bytes (computed in the background)."""
 
     path: Path
     file_format: str  # "csv" or "parquet"
     compression: str  # "none" or "gzip"
-    content_hash: str
+    digest: Future[str] = field(repr=False, compare=False)
+
+    @property
+    def content_hash(self) -> str:
+        """The sha256 of the file's bytes, hex; waits for the background hash to finish."""
+        return self.digest.result()
 
 
 @dataclass(frozen=True)
@@ -54,42 +63,55 @@ class StagedFile:
     rows: int
     read_as_text: bool
     line_sql: str  # the line of a staged row, as SQL over the alias ``s``
+    row_hash_sql: str  # a hash of all the file's values of a staged row, over the alias ``s``
 
 
 def inspect_file(path: Path) -> InputFile:
-    """Check that ``path`` is a readable, non-empty CSV or Parquet file and hash its bytes.
+    """Check that ``path`` is a readable, non-empty CSV or Parquet file and start hashing its bytes.
 
-    The sha256 is streamed in 1 MiB blocks, so a large file never sits in memory. The format is
-    told from the first bytes, not the file name: gzip, Parquet, else text (a CSV candidate; a
-    NUL byte in the first block means it is some other binary file).
+    The format is told from the first bytes, not the file name: gzip, Parquet, else text (a CSV
+    candidate; a NUL byte in the first block means it is some other binary file). The sha256
+    runs on a background thread, streamed in 1 MiB blocks so a large file never sits in memory;
+    ``InputFile.content_hash`` waits for it.
     """
     if not path.exists():
         raise TenureError(f"file {path} does not exist", "check the path")
     if not path.is_file():
         raise TenureError(f"{path} is not a file", "give the path of a CSV or Parquet file")
-    digest = hashlib.sha256()
     try:
         with path.open("rb") as stream:
             first_block = stream.read(HASH_BLOCK_BYTES)
-            digest.update(first_block)
-            while block := stream.read(HASH_BLOCK_BYTES):
-                digest.update(block)
     except OSError as error:
-        raise TenureError(
-            f"cannot read {path}: {error.strerror or error}", "check its permissions"
-        ) from error
+        raise _unreadable(path, error) from error
     if not first_block:
         raise TenureError(f"file {path} is empty", "export the data again with a header row and data rows")
     if first_block.startswith(PARQUET_MAGIC):
-        return InputFile(path, "parquet", "none", digest.hexdigest())
-    if first_block.startswith(GZIP_MAGIC):
-        return InputFile(path, "csv", "gzip", digest.hexdigest())
-    if b"\x00" in first_block:
+        file_format, compression = "parquet", "none"
+    elif first_block.startswith(GZIP_MAGIC):
+        file_format, compression = "csv", "gzip"
+    elif b"\x00" in first_block:
         raise TenureError(
             f"{path} is not a CSV or Parquet file",
             "give a CSV (optionally gzip-compressed) or a Parquet file",
         )
-    return InputFile(path, "csv", "none", digest.hexdigest())
+    else:
+        file_format, compression = "csv", "none"
+    return InputFile(path, file_format, compression, _HASHING.submit(_sha256, path))
+
+
+def _unreadable(path: Path, error: OSError) -> TenureError:
+    return TenureError(f"cannot read {path}: {error.strerror or error}", "check its permissions")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            while block := stream.read(HASH_BLOCK_BYTES):
+                digest.update(block)
+    except OSError as error:
+        raise _unreadable(path, error) from error
+    return digest.hexdigest()
 
 
 def _duckdb_reason(error: duckdb.Error) -> str:
@@ -226,6 +248,9 @@ def _create_staging(
     row ids count the records (transaction-local row ids start at a large offset, hence the
     ``min(rowid)``). Numbering rows with a window instead would serialise the read; it is used
     only when the file has a column of its own called ``rowid``.
+
+    Each row's hash over all the file's columns is stored as it is read (``STAGING_ROW_HASH``),
+    while the values are in cache: the duplicate checks then group by one number.
     """
     line_offset = 2 if source.file_format == "csv" else 1
     staging = quote_identifier(STAGING_TABLE)
@@ -235,7 +260,11 @@ def _create_staging(
         described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
         names_rowid = any(name.lower() == "rowid" for name, *_ in described)
         numbering = f"row_number() OVER () + {line_offset - 1} AS {line}, " if names_rowid else ""
-        cursor.execute(f"CREATE TEMP TABLE {staging} AS SELECT {numbering}* FROM {read_sql}", params)
+        file_values = ", ".join(quote_identifier(name) for name, *_ in described)
+        row_hash = f"hash({file_values}) AS {quote_identifier(STAGING_ROW_HASH)}"
+        cursor.execute(
+            f"CREATE TEMP TABLE {staging} AS SELECT {numbering}*, {row_hash} FROM {read_sql}", params
+        )
     except (duckdb.InvalidInputException, duckdb.IOException, duckdb.ConversionException) as error:
         if isinstance(error, duckdb.ConversionException) and not read_as_text:
             raise
@@ -249,4 +278,5 @@ def _create_staging(
         f"SELECT count(*), coalesce(min(rowid), 0) FROM temp.{staging}"
     ).fetchone()
     line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
-    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql)
+    row_hash_sql = f"s.{quote_identifier(STAGING_ROW_HASH)}"
+    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql)
