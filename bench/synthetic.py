@@ -53,6 +53,7 @@ def synthetic_events_sql(events: int) -> tuple[str, list[object]]:
 
 def build_events_store(events: int) -> Path:
     """A store under bench/data holding ``events`` synthetic events (built once, then reused)."""
+    from core.schema import user_key_sql
     from core.store import Store
 
     BENCH_DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def build_events_store(events: int) -> Path:
     sql, params = synthetic_events_sql(events)
     with Store(building) as store, store.transaction() as cursor:
         cursor.execute(
-            f"INSERT INTO events (user_id, event_time, event_name, revenue, item_id, session_id) {sql}",
+            "INSERT INTO events (user_id, event_time, event_name, revenue, item_id, session_id, user_key) "
+            f"SELECT *, {user_key_sql()} FROM ({sql})",
             params,
         )
     building.rename(path)

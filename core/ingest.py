@@ -45,7 +45,7 @@ from core.ingest_read import (
     inspect_file,
     stage_file,
 )
-from core.schema import CANONICAL_TABLES, COLUMN_ALIASES, TIME_COLUMNS, TableSpec
+from core.schema import CANONICAL_TABLES, COLUMN_ALIASES, TIME_COLUMNS, TableSpec, user_key_sql
 from core.store import Store, quote_identifier
 from core.timeparse import TEXT_TYPES, TIMESTAMP_TYPES, ZONED_TIMESTAMP_TYPES, is_numeric_type, timestamp_sql
 
@@ -754,8 +754,11 @@ class _TableLoad:
         if self.spec.name == "users":
             delete_sql = f"DELETE FROM {table} WHERE user_id IN (SELECT {self.values['user_id']} FROM {STAGING} AS s {where})"
             self.cursor.execute(delete_sql, self._params_for(delete_sql))
-        targets = ", ".join(quote_identifier(name) for name in self.values)
-        values = ", ".join(self.values.values())
+        columns = dict(self.values)
+        if self.spec.name == "events":
+            columns["user_key"] = user_key_sql(columns["user_id"])
+        targets = ", ".join(quote_identifier(name) for name in columns)
+        values = ", ".join(columns.values())
         insert_sql = f"INSERT INTO {table} ({targets}) SELECT {values} FROM {STAGING} AS s {where}"
         inserted = self.cursor.execute(insert_sql, self._params_for(insert_sql)).fetchone()[0]
         return int(inserted)

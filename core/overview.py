@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import TenureError
-from core.population import Filters, StartSpec, population_sql
+from core.population import Filters, StartSpec, keyed_events_sql, population_sql
 from core.schema import TIME_COLUMNS
 from core.store import Store, quote_identifier
 
@@ -205,7 +205,8 @@ def headline(store: Store, filters: Filters, start: StartSpec | None = None) -> 
         filters: the global filters (they select users by start date and segment).
         start: how a user's start is found for the date filter (default: first event).
     """
-    population, params = population_sql(store, start or StartSpec(), filters)
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, start or StartSpec(), filters, by_key=True, events=events)
     sql = f"""
 WITH population AS ({population}),
 bounds AS (
@@ -221,8 +222,8 @@ windows AS (
     FROM bounds
 ),
 population_events AS (
-    SELECT e.user_id, e.event_time, coalesce(e.revenue, 0) AS revenue
-    FROM events e JOIN population p ON p.user_id = e.user_id
+    SELECT e.user_key, e.event_time, coalesce(e.revenue, 0) AS revenue
+    FROM {events} e JOIN population p ON p.user_key = e.user_key
 )
 SELECT
     (SELECT count(*) FROM population) AS users,
@@ -230,13 +231,13 @@ SELECT
     min(event_time) AS first_event,
     max(event_time) AS last_event,
     count(DISTINCT CASE WHEN CAST(event_time AS DATE) BETWEEN w.dau_from AND w.dau_to
-        THEN (user_id, CAST(event_time AS DATE)) END) AS active_user_days,
+        THEN (user_key, CAST(event_time AS DATE)) END) AS active_user_days,
     any_value(w.dau_to - w.dau_from + 1) AS dau_days,
     count(DISTINCT CASE WHEN date_trunc('week', event_time) BETWEEN w.wau_from AND w.wau_to
-        THEN (user_id, date_trunc('week', event_time)) END) AS active_user_weeks,
+        THEN (user_key, date_trunc('week', event_time)) END) AS active_user_weeks,
     any_value(greatest(date_diff('day', w.wau_from, w.wau_to) // 7 + 1, 0)) AS wau_weeks,
     coalesce(sum(revenue), 0) AS revenue,
-    count(DISTINCT CASE WHEN revenue > 0 THEN user_id END) AS paying_users
+    count(DISTINCT CASE WHEN revenue > 0 THEN user_key END) AS paying_users
 FROM population_events CROSS JOIN windows w
 """
     row = store.query_df(sql, params).iloc[0]
@@ -278,15 +279,16 @@ def activity_series(
     """
     if period not in ACTIVITY_PERIODS:
         raise TenureError(f"unknown activity period '{period}'", f"use one of {', '.join(ACTIVITY_PERIODS)}")
-    population, params = population_sql(store, start or StartSpec(), filters)
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, start or StartSpec(), filters, by_key=True, events=events)
     sql = f"""
 WITH population AS ({population}),
 population_events AS (
-    SELECT date_trunc('{period}', e.event_time) AS period_start, e.user_id, coalesce(e.revenue, 0) AS revenue
-    FROM events e JOIN population p ON p.user_id = e.user_id
+    SELECT date_trunc('{period}', e.event_time) AS period_start, e.user_key, coalesce(e.revenue, 0) AS revenue
+    FROM {events} e JOIN population p ON p.user_key = e.user_key
 ),
 per_period AS (
-    SELECT period_start, count(DISTINCT user_id) AS active_users, count(*) AS events, sum(revenue) AS revenue
+    SELECT period_start, count(DISTINCT user_key) AS active_users, count(*) AS events, sum(revenue) AS revenue
     FROM population_events GROUP BY period_start
 ),
 bounds AS (SELECT max(event_time) AS data_end FROM events),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.errors import TenureError
+from core.schema import user_key_sql
 from core.store import Store, quote_identifier
 
 StartKind = Literal["first_event", "signup", "event"]
@@ -41,22 +42,53 @@ class StartSpec:
             raise TenureError("start 'event' needs an event name", "name the start event")
 
 
-def user_starts_sql(start: StartSpec) -> tuple[str, list[Any]]:
-    """A SELECT of ``(user_id, start_time)``, one row per user who has a start."""
+def user_starts_sql(start: StartSpec, by_key: bool = False, events: str = "events") -> tuple[str, list[Any]]:
+    """A SELECT of ``(user_id, start_time)``, one row per user who has a start.
+
+    Args:
+        by_key: name users by their integer key instead: a SELECT of ``(user_key, start_time)``
+            (``users`` rows are matched through ``user_key_sql``).
+        events: the events relation: ``events``, or ``keyed_events_sql(store)`` when ``by_key``.
+    """
+    user = "user_key" if by_key else "user_id"
     if start.kind == "first_event":
-        return "SELECT user_id, min(event_time) AS start_time FROM events GROUP BY user_id", []
+        return f"SELECT {user}, min(event_time) AS start_time FROM {events} GROUP BY {user}", []
     if start.kind == "event":
         return (
-            "SELECT user_id, min(event_time) AS start_time FROM events WHERE event_name = ? GROUP BY user_id",
+            f"SELECT {user}, min(event_time) AS start_time FROM {events} WHERE event_name = ? GROUP BY {user}",
             [start.event_name],
         )
     return (
-        "SELECT f.user_id, coalesce(u.signup_time, f.first_time) AS start_time "
-        "FROM (SELECT user_id, min(event_time) AS first_time FROM events GROUP BY user_id) f "
-        "LEFT JOIN (SELECT user_id, min(signup_time) AS signup_time FROM users GROUP BY user_id) u "
-        "USING (user_id)",
+        f"SELECT f.{user}, coalesce(u.signup_time, f.first_time) AS start_time "
+        f"FROM (SELECT {user}, min(event_time) AS first_time FROM {events} GROUP BY {user}) f "
+        f"LEFT JOIN (SELECT {_users_key(by_key)} AS {user}, min(signup_time) AS signup_time "
+        f"FROM users GROUP BY user_id) u USING ({user})",
         [],
     )
+
+
+def _users_key(by_key: bool) -> str:
+    """The SQL naming a user in the ``users`` table, to match events by id or by key."""
+    return user_key_sql() if by_key else "user_id"
+
+
+def keyed_events_sql(store: Store) -> str:
+    """The events relation for queries by ``user_key``: the table itself when its keys can be used.
+
+    That is when the column exists, every row has a key and the keys match this DuckDB's
+    ``hash`` (one row tells: another hash function would give other keys for every row). Else
+    (a read-only store written before the column existed, or by a writer that skipped it) the
+    keys are computed in the query: the same results, as slow as grouping by ``user_id``.
+    """
+    if "user_key" in store.column_names("events"):
+        unusable = store.query_one(
+            f"SELECT EXISTS (SELECT 1 FROM events WHERE user_key IS NULL) "
+            f"OR coalesce((SELECT user_key <> {user_key_sql()} FROM events LIMIT 1), false)"
+        )
+        if not unusable[0]:
+            return "events"
+        return f"(SELECT * REPLACE ({user_key_sql()} AS user_key) FROM events)"
+    return f"(SELECT *, {user_key_sql()} AS user_key FROM events)"
 
 
 @dataclass(frozen=True)
@@ -117,9 +149,17 @@ def segment_attributes(store: Store) -> list[str]:
     return [c for c in store.column_names("users") if c not in NON_ATTRIBUTE_COLUMNS]
 
 
-def population_sql(store: Store, start: StartSpec, filters: Filters) -> tuple[str, list[Any]]:
-    """A SELECT of ``(user_id, start_time)`` for the users the filters keep."""
-    starts_sql, params = user_starts_sql(start)
+def population_sql(
+    store: Store, start: StartSpec, filters: Filters, by_key: bool = False, events: str = "events"
+) -> tuple[str, list[Any]]:
+    """A SELECT of ``(user_id, start_time)`` for the users the filters keep.
+
+    Args:
+        by_key: a SELECT of ``(user_key, start_time)`` instead (see ``user_starts_sql``).
+        events: the events relation: ``events``, or ``keyed_events_sql(store)`` when ``by_key``.
+    """
+    starts_sql, params = user_starts_sql(start, by_key, events)
+    user = "user_key" if by_key else "user_id"
     conditions: list[str] = []
     if filters.start_date is not None:
         conditions.append("s.start_time >= ?")
@@ -138,9 +178,9 @@ def population_sql(store: Store, start: StartSpec, filters: Filters) -> tuple[st
             continue
         placeholders = ", ".join("?" for _ in values)
         conditions.append(
-            f"s.user_id IN (SELECT user_id FROM users "
+            f"s.{user} IN (SELECT {_users_key(by_key)} FROM users "
             f"WHERE CAST({quote_identifier(attribute)} AS VARCHAR) IN ({placeholders}))"
         )
         params.extend(values)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT s.user_id, s.start_time FROM ({starts_sql}) s{where}", params
+    return f"SELECT s.{user}, s.start_time FROM ({starts_sql}) s{where}", params

@@ -39,7 +39,9 @@ Definitions (docs/METRICS.md, "Retention"):
 All counting runs in DuckDB: each user's period index is an integer division of epoch
 differences, returns are reduced to distinct (user, period) pairs (or, for ``unbounded``, to each
 user's last return), and eligibility comes from a histogram of each user's number of complete
-periods with a running sum, so no users x periods grid is ever built.
+periods with a running sum, so no users x periods grid is ever built. Users are grouped and
+joined by their integer ``events.user_key`` (core/schema.py), several times faster than by the
+text ``user_id``; only the drill-down turns keys back into user ids.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import TenureError
-from core.population import Filters, StartSpec, population_sql, segment_attributes
+from core.population import Filters, StartSpec, keyed_events_sql, population_sql, segment_attributes
+from core.schema import user_key_sql
 from core.stats import wilson_interval
 from core.store import Store, quote_identifier
 
@@ -207,9 +210,11 @@ def _calendar_index_sql(time_sql: str, period: str) -> str:
     return f"(year({time_sql}) * 12 + month({time_sql}) - 1)"
 
 
-# Bits of one period mask word: periods k = 126*w + b are bit b of word w (a HUGEINT has 127
-# value bits; 126 keeps ``mask + 1`` from overflowing in the streak computation).
-_WORD_BITS = 126
+# Bits of one period mask word: periods k = 62*w + b are bit b of word w (a BIGINT has 63
+# value bits; 62 keeps ``mask + 1`` from overflowing in the streak computation). 64-bit words
+# aggregate faster than 128-bit ones, and one word covers the default 52 weeks and 24 months.
+_WORD_BITS = 62
+_WORD_TYPE = "BIGINT"
 
 
 def _mask_column(word: int) -> str:
@@ -228,18 +233,19 @@ def _user_pieces_sql(
     """The CTEs shared by the table, the curve and the drill-down (a ``WITH`` clause's body).
 
     Defines:
-      - ``cohort_users(user_id, start_time, cohort, start_index, complete_periods[, segment])``:
-        one row per user of the population; ``complete_periods`` = how many of the user's
-        periods 0, 1, ... are complete by the data end (period k is complete iff
-        ``k < complete_periods``).
-      - ``user_returns(user_id, ...)``, one row per user with at least one return after the start
+      - ``cohort_users(user_key, start_time, cohort, start_index, complete_periods, last_period
+        [, segment])``: one row per user of the population; ``complete_periods`` = how many of
+        the user's periods 0, 1, ... are complete by the data end (period k is complete iff
+        ``k < complete_periods``); ``last_period`` = the last complete period, at most the cap.
+      - ``user_returns(user_key, ...)``, one row per user with at least one return after the start
         period: for ``classic``, bit masks ``mask_0, mask_1, ...`` of the complete periods
-        1..cap with a return (period k is bit ``k % 126`` of ``mask_{k // 126}``); for
+        1..cap with a return (period k is bit ``k % 62`` of ``mask_{k // 62}``); for
         ``consecutive``, those masks and ``reached`` = the length of the run of periods 1, 2, ...
         with a return; for ``unbounded``, ``reached`` = the period of the last return, at most
         the user's last complete period and the cap.
     """
-    population, params = population_sql(store, spec.start, filters)
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, spec.start, filters, by_key=True, events=events)
     cap = spec.period_cap
     if spec.calendar:
         start_index = _calendar_index_sql("p.start_time", spec.period)
@@ -259,8 +265,8 @@ def _user_pieces_sql(
         column = quote_identifier(segment_by)
         segment_select = f", coalesce(seg.value, '{MISSING_SEGMENT}') AS segment"
         segment_join = (
-            f" LEFT JOIN (SELECT user_id, min(CAST({column} AS VARCHAR)) AS value FROM users "
-            f"GROUP BY user_id) seg ON seg.user_id = p.user_id"
+            f" LEFT JOIN (SELECT {user_key_sql()} AS user_key, min(CAST({column} AS VARCHAR)) AS value "
+            f"FROM users GROUP BY user_id) seg ON seg.user_key = p.user_key"
         )
 
     event_filter = ""
@@ -271,10 +277,11 @@ def _user_pieces_sql(
 population AS ({population}),
 bounds AS (SELECT max(event_time) AS data_end FROM events),
 cohort_users AS MATERIALIZED (
-    SELECT p.user_id, p.start_time,
+    SELECT p.user_key, p.start_time,
         CAST(date_trunc('{spec.period}', p.start_time) AS DATE) AS cohort,
         {start_index} AS start_index,
-        {complete_periods} AS complete_periods{segment_select}
+        {complete_periods} AS complete_periods,
+        least({complete_periods} - 1, {cap}) AS last_period{segment_select}
     FROM population p CROSS JOIN bounds b{segment_join}
 ),"""
     params = [*params, *spec.return_events]
@@ -282,40 +289,40 @@ cohort_users AS MATERIALIZED (
         # The last return decides: retained in every period up to the one holding it.
         sql += f"""
 last_returns AS (
-    SELECT e.user_id, max(e.event_time) AS event_time
-    FROM events e
+    SELECT e.user_key, max(e.event_time) AS event_time
+    FROM {events} e
     WHERE TRUE{event_filter}
-    GROUP BY e.user_id
+    GROUP BY e.user_key
 ),
 user_returns AS (
-    SELECT u.user_id, least({event_period}, u.complete_periods - 1, {cap}) AS reached
-    FROM cohort_users u JOIN last_returns e ON e.user_id = u.user_id
+    SELECT u.user_key, least({event_period}, u.last_period) AS reached
+    FROM cohort_users u JOIN last_returns e ON e.user_key = u.user_key
     WHERE e.event_time >= u.start_time
 )"""
         return sql, params
 
     words = cap // _WORD_BITS + 1
     if words == 1:
-        masks = f"bit_or(CAST(1 AS HUGEINT) << CAST(period AS HUGEINT)) AS {_mask_column(0)}"
+        masks = f"bit_or(CAST(1 AS {_WORD_TYPE}) << CAST(period AS {_WORD_TYPE})) AS {_mask_column(0)}"
     else:
         masks = ", ".join(
-            f"bit_or(CASE WHEN period // {_WORD_BITS} = {word} THEN CAST(1 AS HUGEINT) "
-            f"<< CAST(period % {_WORD_BITS} AS HUGEINT) END) AS {_mask_column(word)}"
+            f"bit_or(CASE WHEN period // {_WORD_BITS} = {word} THEN CAST(1 AS {_WORD_TYPE}) "
+            f"<< CAST(period % {_WORD_BITS} AS {_WORD_TYPE}) END) AS {_mask_column(word)}"
             for word in range(words)
         )
+    # Period k >= 1 lies after the start, so no return before the start can pass this filter.
     sql += f"""
 returns AS (
-    SELECT u.user_id, {event_period} AS period
-    FROM events e JOIN cohort_users u ON e.user_id = u.user_id
-    WHERE e.event_time >= u.start_time{event_filter}
-        AND {event_period} BETWEEN 1 AND least(u.complete_periods - 1, {cap})
+    SELECT u.user_key, {event_period} AS period
+    FROM {events} e JOIN cohort_users u ON e.user_key = u.user_key
+    WHERE {event_period} BETWEEN 1 AND u.last_period{event_filter}
 ),
-period_masks AS (SELECT user_id, {masks} FROM returns GROUP BY user_id),"""
+period_masks AS (SELECT user_key, {masks} FROM returns GROUP BY user_key),"""
     if spec.mode == "classic":
         sql += "\nuser_returns AS (SELECT * FROM period_masks)"
         return sql, params
     # Run of set bits from period 1: with bit 0 forced on, the trailing ones of a word number
-    # bit_count(m XOR (m + 1)) - 1; a full word (126 ones) continues into the next one.
+    # bit_count(m XOR (m + 1)) - 1; a full word (62 ones) continues into the next one.
     run = "0"
     for word in reversed(range(words)):
         mask = f"(coalesce({_mask_column(word)}, 0){' | 1' if word == 0 else ''})"
@@ -360,7 +367,7 @@ def _cells_sql(
             retained_cells = (
                 f"SELECT {', '.join(keys)}, unnest(range(1, {cap + 1})) AS period, unnest(counts) AS retained "
                 f"FROM (SELECT {qualified('u')}, [{sums}] AS counts "
-                f"FROM cohort_users u JOIN user_returns r ON r.user_id = u.user_id GROUP BY ALL)"
+                f"FROM cohort_users u JOIN user_returns r ON r.user_key = u.user_key GROUP BY ALL)"
             )
         else:
             retained_cells = (
@@ -372,7 +379,7 @@ def _cells_sql(
         # last retained period is k or more, a running sum from the highest period down.
         retained_cells = (
             f"SELECT {qualified('u')}, r.reached AS period, count(*) AS retained "
-            f"FROM cohort_users u JOIN user_returns r ON r.user_id = u.user_id "
+            f"FROM cohort_users u JOIN user_returns r ON r.user_key = u.user_key "
             f"WHERE r.reached >= 1 GROUP BY ALL"
         )
         retained_value = (
@@ -550,9 +557,16 @@ def retention_users(
         is_retained = "1" if period == 0 else _retained_sql(spec, int(period))
         condition = f"{is_retained} = {1 if retained else 0}"
     sql = f"""
-WITH {pieces}
-SELECT u.user_id, u.start_time
-FROM cohort_users u LEFT JOIN user_returns r ON r.user_id = u.user_id
-WHERE u.cohort = ? AND u.complete_periods > ? AND {condition}
-ORDER BY u.user_id"""
+WITH {pieces},
+cell_users AS (
+    SELECT u.user_key, u.start_time
+    FROM cohort_users u LEFT JOIN user_returns r ON r.user_key = u.user_key
+    WHERE u.cohort = ? AND u.complete_periods > ? AND {condition}
+)
+SELECT ids.user_id, c.start_time
+FROM cell_users c JOIN (
+    SELECT DISTINCT user_key, user_id FROM {keyed_events_sql(store)}
+    WHERE user_key IN (SELECT user_key FROM cell_users)
+) ids ON ids.user_key = c.user_key
+ORDER BY ids.user_id"""
     return store.query_df(sql, [*params, cohort_date, int(period)])

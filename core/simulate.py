@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import TenureError
+from core.schema import user_key_sql
 from core.simulation.catalog import CATEGORY_NAMES, Catalog, build_catalog
 from core.simulation.config import (
     CHANNELS,
@@ -78,11 +79,12 @@ def _sql_list(values: tuple[str, ...]) -> str:
 
 
 INSERT_EVENTS = f"""
-INSERT INTO events (user_id, event_time, event_name, revenue, item_id, session_id, properties)
+INSERT INTO events (user_id, event_time, event_name, revenue, item_id, session_id, properties, user_key)
 SELECT printf('u%07d', user_number), event_time, {_sql_list(EVENT_NAMES)}[code + 1], revenue,
        CASE WHEN item >= 0 THEN printf('i%04d', item) END,
        printf('s%07d-%03d-%d', user_number, day, session_rank),
-       CASE WHEN quantity > 0 THEN json_object('quantity', quantity) END
+       CASE WHEN quantity > 0 THEN json_object('quantity', quantity) END,
+       {user_key_sql("printf('u%07d', user_number)")}
 FROM event_frame
 """
 

@@ -26,7 +26,12 @@ from core.schema import (
     LOAD_HISTORY_DDL,
     STORE_META_DDL,
     create_table_sql,
+    user_key_sql,
 )
+
+# Rows of ``events`` inserted without a user key, or keyed by a DuckDB whose hash differs.
+_FILL_USER_KEYS = f"UPDATE events SET user_key = {user_key_sql()} WHERE user_key IS NULL"
+_STALE_USER_KEYS = f"SELECT user_key <> {user_key_sql()} FROM events WHERE user_key IS NOT NULL LIMIT 1"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_ROOT / "sample_data"
@@ -79,13 +84,31 @@ class Store:
             self._create_schema()
 
     def _create_schema(self) -> None:
+        """Create the canonical tables; in a store from before ``events.user_key``, add and fill it.
+
+        Keys written by a DuckDB whose ``hash`` differs from this one's are recomputed too.
+        """
         with self._write_lock:
             cursor = self._connection.cursor()
             try:
+                cursor.execute("BEGIN TRANSACTION")
                 for spec in CANONICAL_TABLES.values():
                     cursor.execute(create_table_sql(spec))
+                    for column in spec.internal_columns:
+                        cursor.execute(
+                            f"ALTER TABLE {quote_identifier(spec.name)} ADD COLUMN IF NOT EXISTS "
+                            f"{quote_identifier(column.name)} {column.sql_type}"
+                        )
                 cursor.execute(LOAD_HISTORY_DDL)
                 cursor.execute(STORE_META_DDL)
+                stale = cursor.execute(_STALE_USER_KEYS).fetchone()
+                if stale is not None and stale[0]:
+                    cursor.execute(f"UPDATE events SET user_key = {user_key_sql()}")
+                cursor.execute(_FILL_USER_KEYS)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
             finally:
                 cursor.close()
 
@@ -109,13 +132,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The single writer: one transaction that commits whole or rolls back whole."""
+        """The single writer: one transaction that commits whole or rolls back whole.
+
+        Before committing, it fills ``events.user_key`` of rows inserted without one (a check
+        that reads only the column's statistics when every row has a key).
+        """
         if self.read_only:
             raise TenureError(f"store {self.path} is open read-only", "open it for writing")
         with self._write_lock, self.cursor() as cursor:
             cursor.execute("BEGIN TRANSACTION")
             try:
                 yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            try:
+                cursor.execute(_FILL_USER_KEYS)
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise

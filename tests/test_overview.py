@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +148,26 @@ def test_activity_chart(store):
     figure = activity_chart(series)
     assert list(figure.data[0].y) == list(series["active_users"])
     assert list(figure.data[1].y) == list(series["events"])
+
+
+def test_store_without_user_keys_gives_the_same_figures(store, data, tmp_path):
+    # A read-only store from before events.user_key: the queries hash user_id themselves.
+    path = tmp_path / "old.duckdb"
+    write_store(path, *data)
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("ALTER TABLE events DROP COLUMN user_key")
+    filters = Filters(dt.date(2024, 2, 1), None, (("country", ("DE", "US")),))
+    with Store(path, read_only=True) as old:
+        for chosen in (Filters(), filters):
+            ours, theirs = headline(old, chosen), headline(store, chosen)
+            for name in (
+                "users",
+                "events",
+                "first_event",
+                "last_event",
+                "daily_active_users",
+                "paying_share",
+            ):
+                assert getattr(ours, name) == getattr(theirs, name)
+            assert ours.revenue == pytest.approx(theirs.revenue)
+            pd.testing.assert_frame_equal(activity_series(old, chosen), activity_series(store, chosen))

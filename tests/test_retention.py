@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.errors import TenureError
-from core.population import Filters, StartSpec
+from core.population import Filters, StartSpec, keyed_events_sql
 from core.retention import (
     DEFAULT_MAX_PERIODS,
     RetentionSpec,
@@ -525,3 +526,49 @@ def test_figures_from_frames(store):
         "US",
     }
     assert len(retention_heatmap(table.iloc[0:0]).data) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Users are counted by their integer key (events.user_key); stores without usable keys hash
+# user_id in the query and must give the same answers.
+
+
+def test_store_without_usable_keys_gives_the_same_answers(store, data, tmp_path):
+    assert keyed_events_sql(store) == "events"
+    path = tmp_path / "old.duckdb"
+    write_store(path, *data)
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("ALTER TABLE events DROP COLUMN user_key")
+    specs = [
+        RetentionSpec(mode=mode, start=start, max_periods=10)
+        for mode in MODES
+        for start in (StartSpec(), StartSpec("signup"), StartSpec("event", "purchase"))
+    ]
+    filters = Filters(dt.date(2024, 2, 1), dt.date(2024, 5, 15), (("country", ("DE", "US")),))
+    with Store(path, read_only=True) as old:
+        assert keyed_events_sql(old) != "events"
+        for spec in specs:
+            for chosen in (Filters(), filters):
+                assert_tables_equal(retention_table(old, spec, chosen), retention_table(store, spec, chosen))
+        spec = RetentionSpec(max_periods=10)
+        pd.testing.assert_frame_equal(
+            retention_curve(old, spec, Filters(), by="country"),
+            retention_curve(store, spec, Filters(), by="country"),
+        )
+        pd.testing.assert_frame_equal(
+            retention_users(old, spec, filters, "2024-02-05", 2, retained=True),
+            retention_users(store, spec, filters, "2024-02-05", 2, retained=True),
+        )
+
+
+def test_consecutive_streak_across_mask_words(tmp_path):
+    # Daily activity for 130 days, then a gap: streaks cross two 62-period mask words.
+    rows = [("steady", f"{day:%Y-%m-%d} 08:00:00") for day in pd.date_range("2024-01-01", periods=131)]
+    rows += [("gap", "2024-01-01 09:00:00"), ("gap", "2024-01-02 09:00:00"), ("end", "2024-07-01 00:00:00")]
+    with tiny_store(tmp_path, rows) as store:
+        spec = RetentionSpec(period="day", mode="consecutive", max_periods=150)
+        cells = retention_table(store, spec, Filters())
+        cells = cells[cells["cohort"] == dt.date(2024, 1, 1)].set_index("period")
+        steady = [int(k <= 130) for k in range(151)]
+        gap = [int(k <= 1) for k in range(151)]
+        assert cells["retained"].tolist() == [a + b for a, b in zip(steady, gap, strict=True)]
