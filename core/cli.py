@@ -13,38 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.cli_common import add_db_flag, key_value_pairs, print_frame, stderr_progress
 from core.errors import TenureError
 
 EXIT_BAD_INPUT = 2
 
-
-def _key_value_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for pair in pairs or ():
-        key, separator, value = pair.partition("=")
-        if not separator or not key.strip():
-            raise TenureError(
-                f"{flag} '{pair}' is not of the form NAME=VALUE", f"for example {flag} user=user_id"
-            )
-        parsed[key.strip()] = value
-    return parsed
-
-
-def _add_db_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        metavar="PATH",
-        help="DuckDB store file (default: $TENURE_DB, else sample_data/tenure.duckdb)",
-    )
-
-
-def _print_frame(frame, output_format: str) -> None:
-    from core.export import neutralise_formulas
-
-    if output_format == "json":
-        print(frame.to_json(orient="records", date_format="iso", double_precision=10))
-    else:
-        sys.stdout.write(neutralise_formulas(frame).to_csv(index=False))
+# Subcommands defined next to their feature (core/cli_<feature>.py), each a register(commands).
+FEATURE_COMMANDS: tuple = ()
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -53,29 +28,18 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     path = resolve_db_path(args.db)
     summary = build_dataset(
-        args.dataset, path, users=args.users, seed=args.seed, force=args.force, progress=_stderr_progress
+        args.dataset, path, users=args.users, seed=args.seed, force=args.force, progress=stderr_progress
     )
     print(summary)
     return 0
-
-
-def _stderr_progress(fraction: float, message: str) -> None:
-    """One line updated in place on a terminal; one line per step in a log file."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r[{fraction:6.1%}] {message:<60}")
-        if fraction >= 1:
-            sys.stderr.write("\n")
-    else:
-        sys.stderr.write(f"[{fraction:6.1%}] {message}\n")
-    sys.stderr.flush()
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
     from core.ingest import ingest_file
     from core.store import Store, resolve_db_path
 
-    column_map = _key_value_pairs(args.map, "--map")
-    constants = _key_value_pairs(args.set, "--set")
+    column_map = key_value_pairs(args.map, "--map")
+    constants = key_value_pairs(args.set, "--set")
     with Store(resolve_db_path(args.db)) as store:
         result = ingest_file(
             store,
@@ -126,7 +90,7 @@ def _run_retention(args: argparse.Namespace) -> int:
         table = retention_table(store, spec, Filters())
     complete = table.loc[~table["incomplete"], ["cohort", "period", "eligible", "retained", "rate"]]
     complete = complete.assign(cohort=pd.to_datetime(complete["cohort"]).dt.strftime("%Y-%m-%d"))
-    _print_frame(complete, args.format)
+    print_frame(complete, args.format)
     return 0
 
 
@@ -144,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of a consumer product with a recommender (ground truth in the store's 'truth' schema); "
         "'cdnow' loads the real CDNOW purchase cohort shipped in sample_data/.",
     )
-    _add_db_flag(generate)
+    add_db_flag(generate)
     generate.add_argument(
         "--dataset",
         choices=["simulated", "cdnow"],
@@ -173,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["events", "users", "items", "assignments", "recommendations"],
         help="target table",
     )
-    _add_db_flag(ingest)
+    add_db_flag(ingest)
     ingest.add_argument(
         "--map",
         action="append",
@@ -194,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(handler=_run_ingest)
 
     info = commands.add_parser("info", help="tables, row counts, date ranges and the load history of a store")
-    _add_db_flag(info)
+    add_db_flag(info)
     info.add_argument(
         "--format", choices=["text", "json"], default="text", help="output format (default text)"
     )
@@ -206,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints cohort, period, eligible, retained, rate for every complete cell "
         "(cells whose period has not ended by the data's end are omitted). Definitions: docs/METRICS.md.",
     )
-    _add_db_flag(retention)
+    add_db_flag(retention)
     retention.add_argument(
         "--period",
         choices=["day", "week", "month"],
@@ -243,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["csv", "json"], default="csv", help="output format (default csv)"
     )
     retention.set_defaults(handler=_run_retention)
+    for register in FEATURE_COMMANDS:
+        register(commands)
     return parser
 
 
