@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from app_helpers import app, tiny_store  # noqa: F401  (the page tests' fixtures, shared)
 
 from core.simulate import SimulationConfig, simulate_store
 
