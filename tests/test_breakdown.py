@@ -70,7 +70,7 @@ def test_groups_match_pandas(small_store_path: Path, text: str, by_key: bool) ->
     elif breakdown.kind == "cohort":
         day = starts["start_time"].dt.normalize()
         if breakdown.name == "week":
-            day = day - pd.to_timedelta(day.dt.dayofweek, unit="D")
+            day = day - pd.to_timedelta(day.dt.day_of_week, unit="D")
         else:
             day = day.dt.to_period("M").dt.start_time
         expected = day.dt.strftime("%Y-%m-%d")
