@@ -219,6 +219,18 @@ def _start_from_text(text: str) -> StartSpec:
     return StartSpec(text)  # type: ignore[arg-type]
 
 
+def breakdown_options(store: Store) -> list[str]:
+    """The breakdowns this store offers, as ``parse_breakdown`` text: users attributes, start
+    cohorts by week and month, and ``experiment:NAME`` for every experiment in ``assignments``."""
+    experiments = store.query_df("SELECT DISTINCT experiment FROM assignments ORDER BY experiment")
+    return [
+        *segment_attributes(store),
+        "cohort:week",
+        "cohort:month",
+        *(f"experiment:{name}" for name in experiments["experiment"].astype(str)),
+    ]
+
+
 # --- Durations -------------------------------------------------------------------------------------
 
 
@@ -747,7 +759,9 @@ def cox_design(data: pd.DataFrame, spec: SurvivalSpec) -> tuple[pd.DataFrame, di
     Attributes become indicator columns ``ATTRIBUTE=VALUE`` for every value but the most common
     (ties: the first in text order), the reference. With first-week covariates only users with
     ``duration_days > 7`` are kept and ``duration`` counts from day 7 (a landmark analysis);
-    otherwise ``duration = duration_days``. Covariates constant over the kept users are dropped.
+    otherwise ``duration = duration_days``. Covariates constant over the kept users, or linear
+    combinations of the covariates before them (e.g. first-week events equal to active days when
+    users have one event a day), are left out with a note.
 
     Returns:
         The matrix, the reference of each attribute, and notes on dropped covariates.
@@ -773,10 +787,19 @@ def cox_design(data: pd.DataFrame, spec: SurvivalSpec) -> tuple[pd.DataFrame, di
     if spec.cox_first_week:
         for name in FIRST_WEEK_COVARIATES:
             design[name] = data[name].to_numpy(dtype=float)
+    kept: list[str] = []
     for column in list(design.columns[2:]):
         if design[column].nunique() < 2:
             design = design.drop(columns=column)
             notes.append(f"{column} is the same for every user and was left out.")
+            continue
+        centred = design[[*kept, column]].to_numpy(dtype=float)
+        centred = centred - centred.mean(axis=0)
+        if np.linalg.matrix_rank(centred) <= len(kept):
+            design = design.drop(columns=column)
+            notes.append(f"{column} is a linear combination of the covariates before it and was left out.")
+            continue
+        kept.append(column)
     return design, references, notes
 
 
