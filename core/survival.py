@@ -420,7 +420,7 @@ def restricted_mean(
     Example:
         >>> times = np.array([1.0, 2.0]); s = np.array([0.5, 0.0])
         >>> restricted_mean(times, s, np.array([2, 1]), np.array([1, 1]), 3.0)
-        (1.5, 0.25)
+        (1.5, 0.125)
     """
     knots = np.concatenate([[0.0], times[times < horizon], [horizon]])
     levels = np.concatenate([[1.0], survival[times < horizon]])
