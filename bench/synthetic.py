@@ -16,14 +16,14 @@ BENCH_DATA_DIR = Path(__file__).resolve().parent / "data"
 EVENTS_PER_USER = 50
 
 
-def synthetic_events_sql(events: int) -> tuple[str, list[object]]:
+def synthetic_events_sql(events: int, events_per_user: int = EVENTS_PER_USER) -> tuple[str, list[object]]:
     """A SELECT producing ``events`` rows in the canonical events shape.
 
-    Users: ``events / EVENTS_PER_USER``; each user's start is uniform over 2025, and each event's
+    Users: ``events / events_per_user``; each user's start is uniform over 2025, and each event's
     offset from the start is exponential with a per-user mean between 1 and 60 days (capped at 400), so
     retention falls off like a real product's. Event 0 of each user sits at the start itself.
     """
-    users = max(events // EVENTS_PER_USER, 1)
+    users = max(events // events_per_user, 1)
     sql = f"""
         WITH ids AS (SELECT range AS i FROM range({int(events)})),
         rows AS (
@@ -51,18 +51,22 @@ def synthetic_events_sql(events: int) -> tuple[str, list[object]]:
     return sql, []
 
 
-def build_events_store(events: int) -> Path:
-    """A store under bench/data holding ``events`` synthetic events (built once, then reused)."""
+def build_events_store(events: int, events_per_user: int = EVENTS_PER_USER) -> Path:
+    """A store under bench/data holding ``events`` synthetic events (built once, then reused).
+
+    ``events_per_user`` other than the default gives another file (its name says so).
+    """
     from core.schema import user_key_sql
     from core.store import Store
 
     BENCH_DATA_DIR.mkdir(parents=True, exist_ok=True)
-    path = BENCH_DATA_DIR / f"events_{events}.duckdb"
+    suffix = "" if events_per_user == EVENTS_PER_USER else f"_per_user_{events_per_user}"
+    path = BENCH_DATA_DIR / f"events_{events}{suffix}.duckdb"
     if path.exists():
         return path
     building = path.with_suffix(".building")
     building.unlink(missing_ok=True)
-    sql, params = synthetic_events_sql(events)
+    sql, params = synthetic_events_sql(events, events_per_user)
     with Store(building) as store, store.transaction() as cursor:
         cursor.execute(
             "INSERT INTO events (user_id, event_time, event_name, revenue, item_id, session_id, user_key) "
