@@ -15,7 +15,11 @@ st.set_page_config(page_title="Tenure", layout="wide")
 # The page registry: one line per group. A feature adds its group here and its page file in a pages/ sub-folder.
 PAGE_GROUPS: dict[str, list[st.Page]] = {
     "": [st.Page("pages/home/home.py", title="Home", icon=":material/home:", default=True)],
-    "Explore": [st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:")],
+    "Explore": [
+        st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:"),
+        st.Page("pages/explore/lifecycle.py", title="Lifecycle", icon=":material/cycle:"),
+        st.Page("pages/explore/stickiness.py", title="Stickiness", icon=":material/push_pin:"),
+    ],
     "Data": [st.Page("pages/data/data.py", title="Data", icon=":material/database:")],
 }
 

@@ -184,6 +184,15 @@ def period_index_sql(time_sql: str, period: str) -> str:
     return f"(year({time_sql}) * 12 + month({time_sql}) - 1)"
 
 
+def _period_index(day: dt.date, period: str) -> int:
+    """``period_index_sql`` in Python, for one date."""
+    if period == "day":
+        return (day - dt.date(1970, 1, 1)).days
+    if period == "week":
+        return (day - dt.date(1970, 1, 5)).days // 7
+    return day.year * 12 + day.month - 1
+
+
 # Period masks: the user's active periods, relative to the first period of the data, are bits
 # of BIGINT words (period r is bit r % 62 of word r // 62; 62 bits keep every shift positive).
 _WORD_BITS = 62
@@ -438,8 +447,7 @@ def lifecycle_users(
     columns = {"user_id": pd.Series(dtype=object), "start_time": pd.Series(dtype="datetime64[us]")}
     if frame is None:
         return pd.DataFrame(columns)
-    index = int(store.query_one(f"SELECT {period_index_sql('CAST(? AS DATE)', spec.period)}", [day])[0])
-    position = index - frame.base_index
+    position = _period_index(day, spec.period) - frame.base_index
     if not 0 <= position < frame.periods:
         raise TenureError(
             f"period {day} is outside the data",

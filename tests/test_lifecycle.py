@@ -168,18 +168,19 @@ def test_quick_ratio(store):
     assert table.loc[dormant == 0, "quick_ratio"].isna().all()
 
 
-def test_drill_down_counts_each_user_once(store, data):
-    spec = LifecycleSpec(period="week", start=StartSpec("signup"))
+@pytest.mark.parametrize("period", ["day", "week", "month"])
+def test_drill_down_counts_each_user_once(store, data, period):
+    spec = LifecycleSpec(period=period, start=StartSpec("signup"))
     statuses = reference_statuses(*data, spec)
     table = lifecycle_table(store, spec, Filters())
     for index in (1, 5, len(table) // 2, len(table) - 1):
-        period = table["period"][index]
-        listed = {status: lifecycle_users(store, spec, Filters(), period, status) for status in STATUSES}
+        day = table["period"][index]
+        listed = {status: lifecycle_users(store, spec, Filters(), day, status) for status in STATUSES}
         everyone = pd.concat(listed.values())["user_id"]
         assert not everyone.duplicated().any()
         for status, users in listed.items():
             assert len(users) == table[status][index]
-            expected = statuses[(statuses["period"] == period) & (statuses["status"] == status)]
+            expected = statuses[(statuses["period"] == day) & (statuses["status"] == status)]
             assert sorted(users["user_id"]) == sorted(expected["user_id"])
 
 
