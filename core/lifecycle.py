@@ -7,9 +7,10 @@ Per-period lifecycle (``lifecycle_table``):
 - **Start**: each user's start, per ``StartSpec`` (first event over the whole history, signup,
   or first event of a name; core/population.py). Never "first event inside a window".
 - **Periods**: UTC calendar periods: days, ISO weeks starting Monday, calendar months. A period
-  is named by its first day. The table runs from the period of the store's first event (or of
-  an earlier start, possible with signup starts) to the period holding the data's end (the
-  latest event in the store); that last period is **partial** (it has not ended).
+  is named by its first day. The table runs from the period of the store's first event (with a
+  signup start, of the earliest ``users.signup_time`` when earlier) to the period holding the
+  data's end (the latest event in the store), whatever the filters; that last period is
+  **partial** (it has not ended).
 - **Activity event**: any event, or only events whose name is in ``activity_events``. Events in
   periods before the user's start period never count.
 - **Active in t**: the user has an activity event in period t, or t is their start period (a
@@ -44,10 +45,13 @@ count, the as-of instant is D + 1 day 00:00, exclusive):
   D1 (row; "not started" for users who start after D1) and at D2 (column). Row sums equal the
   stage counts at D1 (plus the users who start between them), column sums those at D2.
 
-All counting runs in DuckDB, grouped by the integer ``events.user_key``: distinct (user, period)
-activity pairs, then ``lag``/``lead`` over each user's ordered periods tell returning from
-resurrecting and find the dormant period after each run of activity. Stages use the same window
-over each user's distinct activity days.
+All counting runs in DuckDB, grouped by the integer ``events.user_key``. The per-period table
+takes one pass over the events: per user, the first event time and bit masks of the periods with
+an activity event (no (user, period) pairs are ever hashed). With the start period's bit set and
+earlier bits cleared, ``active(t)`` is the number of users with bit t set, ``returning(t)`` the
+number with bits t and t-1 set, and ``resurrecting = active - new - returning``,
+``dormant(t) = active(t-1) - returning(t)``. Stages use ``lag`` over each user's distinct
+activity days to find returns.
 """
 
 from __future__ import annotations
