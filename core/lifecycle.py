@@ -259,27 +259,30 @@ def _lifecycle_pieces_sql(
     events = keyed_events_sql(store)
     base = frame.base_index
     words = frame.words
+    # Placeholders in text order: the start event's name (outer select), the activity names
+    # (inner select, once), the start event's name again (user_events), then the population's.
     params: list[Any] = []
+    named = ""
+    user_events = "SELECT user_key, first_time AS event_time FROM user_activity"
+    if spec.start.kind == "event":
+        named = ", min(event_time) FILTER (WHERE event_name = ?) AS named_time"
+        params.append(spec.start.event_name)
     activity = "TRUE"
     if spec.activity_events:
         activity = f"e.event_name IN ({', '.join('?' for _ in spec.activity_events)})"
         params.extend(spec.activity_events)
-    position = f"({period_index_sql('e.event_time', spec.period)} - {base})"
-    masks = ", ".join(
-        f"bit_or(CASE WHEN {activity} AND {position} // {_WORD_BITS} = {word} "
-        f"THEN CAST(1 AS BIGINT) << ({position} % {_WORD_BITS}) END) AS {_word('seen', word)}"
-        for word in range(words)
-    )
-    named = ""
-    user_events = "SELECT user_key, first_time AS event_time FROM user_activity"
     if spec.start.kind == "event":
-        named = ", min(e.event_time) FILTER (WHERE e.event_name = ?) AS named_time"
-        params.append(spec.start.event_name)
         user_events = (
             "SELECT user_key, named_time AS event_time, CAST(? AS VARCHAR) AS event_name "
             "FROM user_activity WHERE named_time IS NOT NULL"
         )
         params.append(spec.start.event_name)
+    position = f"({period_index_sql('e.event_time', spec.period)} - {base})"
+    masks = ", ".join(
+        f"bit_or(CASE WHEN is_activity AND position // {_WORD_BITS} = {word} "
+        f"THEN CAST(1 AS BIGINT) << (position % {_WORD_BITS}) END) AS {_word('seen', word)}"
+        for word in range(words)
+    )
     population, population_params = population_sql(
         store, spec.start, filters, by_key=True, events="user_events"
     )
@@ -304,9 +307,12 @@ def _lifecycle_pieces_sql(
         )
     sql = f"""
 user_activity AS MATERIALIZED (
-    SELECT e.user_key, min(e.event_time) AS first_time{named}, {masks}
-    FROM {events} e
-    GROUP BY e.user_key
+    SELECT user_key, min(event_time) AS first_time{named}, {masks}
+    FROM (
+        SELECT e.user_key, e.event_time, e.event_name, {activity} AS is_activity, {position} AS position
+        FROM {events} e
+    )
+    GROUP BY user_key
 ),
 user_events AS ({user_events}),
 population AS ({population}),

@@ -151,6 +151,16 @@ def test_activity_events_and_filters(store, data):
     assert table["new"].sum() < len(data[1])
 
 
+@pytest.mark.parametrize("period", ["day", "week"])
+def test_start_event_with_activity_events_over_many_mask_words(store, data, period):
+    # Daily periods over half a year need several 62-bit words per user.
+    spec = LifecycleSpec(
+        period=period, start=StartSpec("event", "view"), activity_events=("purchase", "click")
+    )
+    filters = Filters(start_date=dt.date(2024, 1, 20))
+    assert_table_matches(lifecycle_table(store, spec, filters), reference_statuses(*data, spec, filters))
+
+
 def test_simulated_store_matches_reference(simulated):
     opened, events, users = simulated
     for period in ("week", "month"):
