@@ -59,9 +59,13 @@ def test_lifecycle_control_change_rerenders(app: AppTest, tiny_store: Path) -> N
 def test_lifecycle_url_controls(app: AppTest) -> None:
     app.query_params["period"] = "day"
     app.query_params["churned"] = "45"
-    app.run()
+    app.query_params["stage_at"] = "2025-10-01"
     app.switch_page(LIFECYCLE).run()
     assert not app.exception, app.exception
+    assert app.selectbox(key="lc_period").value == "day"
+    assert app.number_input(key="lc_churned").value == 45
+    assert app.query_params.get("churned") == "45"
+    assert app.query_params.get("stage_at") == "2025-10-01"
 
 
 def test_stickiness_page_renders_and_matches_direct_count(app: AppTest, tiny_store: Path) -> None:

@@ -17,6 +17,7 @@ from core.lifecycle import (
     NOT_STARTED,
     STAGES,
     STATUSES,
+    TABLE_COLUMNS,
     LifecycleSpec,
     StageSpec,
     lifecycle_table,
@@ -272,6 +273,22 @@ def test_first_event_start_ignores_signup(edge_store):
     table = lifecycle_table(edge_store, LifecycleSpec(period="week"), Filters())
     # a now starts on 01-17 (week 3), e on 01-22 (week 4).
     assert table["new"].tolist() == [1, 1, 1, 1, 0, 1]
+
+
+def test_drill_down_errors(store):
+    spec = LifecycleSpec(period="week")
+    with pytest.raises(TenureError):
+        lifecycle_users(store, spec, Filters(), "2030-01-07", "new")
+    with pytest.raises(TenureError):
+        lifecycle_users(store, spec, Filters(), "2024-03-04", "sleeping")
+    with pytest.raises(TenureError):
+        lifecycle_users(store, spec, Filters(), "not a date", "new")
+
+
+def test_empty_store(tmp_path):
+    with Store(tmp_path / "empty.duckdb") as empty:
+        table = lifecycle_table(empty, LifecycleSpec(), Filters())
+        assert table.empty and list(table.columns) == list(TABLE_COLUMNS)
 
 
 def test_spec_round_trips_and_errors():
