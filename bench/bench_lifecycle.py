@@ -59,14 +59,14 @@ def pandas_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
     periods = int(weeks.max()) - first_week + 1
     relative = weeks - first_week
     span = periods + 1  # a gap between users, so user u's last week + 1 is never user u+1's week 0
-    pairs = np.unique(codes.astype(np.int64) * span + relative)
+    pairs = np.unique(codes.astype(np.int64) * span + relative)  # sorted by user, then week
     week_of_pair = pairs % span
-    starts = np.full(codes.max() + 1, periods, dtype=np.int64)
-    np.minimum.at(starts, codes, relative)
-    has_previous = np.isin(pairs - 1, pairs, assume_unique=False) & (week_of_pair > 0)
+    user_of_pair = pairs // span
+    first_of_user = np.concatenate([[True], user_of_pair[1:] != user_of_pair[:-1]])
+    has_previous = np.concatenate([[False], pairs[1:] == pairs[:-1] + 1])
     active = np.bincount(week_of_pair, minlength=periods)
     returning = np.bincount(week_of_pair[has_previous], minlength=periods)
-    new = np.bincount(starts, minlength=periods)
+    new = np.bincount(week_of_pair[first_of_user], minlength=periods)
     return _frame(new, active, returning, first_week)
 
 
