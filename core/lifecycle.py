@@ -206,24 +206,21 @@ def _word(name: str, word: int) -> str:
     return f"{name}_{word}"
 
 
-def _bit_sql(name: str, position: str | int) -> str:
-    """SQL for 1 if bit ``position`` (a relative period, SQL or int) of masks ``name`` is set."""
-    if isinstance(position, int):
-        word, bit = divmod(position, _WORD_BITS)
-        return f"CAST(({_word(name, word)} >> {bit}) & 1 AS INTEGER)"
-    raise TypeError(position)
+def _bit_sql(name: str, position: int) -> str:
+    """SQL for 1 if bit ``position`` (a period relative to the first) of masks ``name`` is set."""
+    word, bit = divmod(position, _WORD_BITS)
+    return f"CAST(({_word(name, word)} >> {bit}) & 1 AS INTEGER)"
 
 
 class _Frame(NamedTuple):
-    """The periods a lifecycle query covers: indexes of the first and last, and the word count."""
+    """The periods a lifecycle query covers: the indexes of the first and the last."""
 
     first_index: int
     last_index: int
-    base_index: int
 
     @property
     def periods(self) -> int:
-        return self.last_index - self.base_index + 1
+        return self.last_index - self.first_index + 1
 
     @property
     def words(self) -> int:
@@ -241,7 +238,7 @@ def _frame(store: Store, spec: LifecycleSpec) -> _Frame | None:
     )
     if not row or row[0] is None:
         return None
-    return _Frame(first_index=int(row[0]), last_index=int(row[1]), base_index=int(row[0]))
+    return _Frame(first_index=int(row[0]), last_index=int(row[1]))
 
 
 def _lifecycle_pieces_sql(
@@ -253,11 +250,11 @@ def _lifecycle_pieces_sql(
     event of the start's name) and the bit masks of the periods they have an activity event in.
     Defines ``members(user_key, start_time, start_period, active_0.., pairs_0..)``: the
     population's users whose start is on or before the data's end, with ``start_period`` and the
-    masks relative to ``frame.base_index``: ``active`` = periods the user is active in (the
+    masks relative to ``frame.first_index``: ``active`` = periods the user is active in (the
     start period set, periods before it cleared), ``pairs`` = periods r with r and r - 1 active.
     """
     events = keyed_events_sql(store)
-    base = frame.base_index
+    base = frame.first_index
     words = frame.words
     # Placeholders in text order: the start event's name (outer select), the activity names
     # (inner select, once), the start event's name again (user_events), then the population's.
@@ -368,12 +365,14 @@ def _period_starts(frame: _Frame, period: str) -> list[dt.date]:
     """The first day of each period of the range, in order."""
     if period == "day":
         origin = dt.date(1970, 1, 1)
-        return [origin + dt.timedelta(days=index) for index in range(frame.base_index, frame.last_index + 1)]
+        return [origin + dt.timedelta(days=index) for index in range(frame.first_index, frame.last_index + 1)]
     if period == "week":
         origin = dt.date(1970, 1, 5)
-        return [origin + dt.timedelta(weeks=index) for index in range(frame.base_index, frame.last_index + 1)]
+        return [
+            origin + dt.timedelta(weeks=index) for index in range(frame.first_index, frame.last_index + 1)
+        ]
     return [
-        dt.date(index // 12, index % 12 + 1, 1) for index in range(frame.base_index, frame.last_index + 1)
+        dt.date(index // 12, index % 12 + 1, 1) for index in range(frame.first_index, frame.last_index + 1)
     ]
 
 
@@ -457,7 +456,7 @@ def lifecycle_users(
     columns = {"user_id": pd.Series(dtype=object), "start_time": pd.Series(dtype="datetime64[us]")}
     if frame is None:
         return pd.DataFrame(columns)
-    position = _period_index(day, spec.period) - frame.base_index
+    position = _period_index(day, spec.period) - frame.first_index
     if not 0 <= position < frame.periods:
         raise TenureError(
             f"period {day} is outside the data",

@@ -68,6 +68,14 @@ def test_lifecycle_url_controls(app: AppTest) -> None:
     assert app.query_params.get("stage_at") == "2025-10-01"
 
 
+def test_lifecycle_date_outside_the_data_is_clamped(app: AppTest, tiny_store: Path) -> None:
+    app.query_params["stage_at"] = "2031-01-01"
+    app.switch_page(LIFECYCLE).run()
+    assert not app.exception, app.exception
+    last_day = count(tiny_store, "SELECT CAST(max(event_time) AS DATE) FROM events")
+    assert app.date_input(key="lc_as_of").value == last_day
+
+
 def test_stickiness_page_renders_and_matches_direct_count(app: AppTest, tiny_store: Path) -> None:
     open_page(app, STICKINESS)
     assert [title.value for title in app.title] == ["Stickiness"]

@@ -71,7 +71,7 @@ def _whole_days(text: str) -> int:
     return value
 
 
-def _seed_controls(event_names: list[str], last_day: dt.date) -> None:
+def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date) -> None:
     ui.seed_control("lc_period", "week", param="period", parse=_choice(PERIODS, "period"))
     ui.seed_control(
         "lc_start",
@@ -87,6 +87,10 @@ def _seed_controls(event_names: list[str], last_day: dt.date) -> None:
     )
     for key, param, _, default, _ in THRESHOLDS:
         ui.seed_control(key, default, param=param, parse=_whole_days)
+    for key in ("lc_as_of", "lc_compare"):
+        # A date from the URL or another dataset, kept within the data's days.
+        chosen = st.session_state[key]
+        st.session_state[key] = min(max(chosen or last_day, first_day), last_day)
     if st.session_state["lc_start_event"] not in event_names:
         st.session_state["lc_start_event"] = event_names[0]
     st.session_state["lc_activity"] = [
@@ -133,7 +137,8 @@ def main() -> None:
         st.info("This store has no events yet: load a file on the Data page.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
         return
-    _seed_controls(event_names, last_day)
+    first_day = first_day or last_day
+    _seed_controls(event_names, first_day, last_day)
     try:
         spec = _draw_controls(event_names)
     except TenureError as error:
@@ -163,7 +168,7 @@ def main() -> None:
         st.dataframe(table, hide_index=True, key="lc_table")
         ui.download_csv(table, f"lifecycle_{spec.period}.csv", key="download_lifecycle")
     _drill_down(store, spec, filters, table)
-    stage_params = _stages(store, spec, filters, first_day or last_day, last_day)
+    stage_params = _stages(store, spec, filters, first_day, last_day)
     ui.share_in_url({**spec.to_query_params(), **stage_params})
 
 
