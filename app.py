@@ -18,6 +18,8 @@ PAGE_GROUPS: dict[str, list[st.Page]] = {
     "Explore": [
         st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:"),
         st.Page("pages/explore/survival.py", title="Survival", icon=":material/timeline:"),
+        st.Page("pages/explore/lifecycle.py", title="Lifecycle", icon=":material/cycle:"),
+        st.Page("pages/explore/stickiness.py", title="Stickiness", icon=":material/push_pin:"),
     ],
     "Data": [st.Page("pages/data/data.py", title="Data", icon=":material/database:")],
 }
