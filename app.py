@@ -15,7 +15,10 @@ st.set_page_config(page_title="Tenure", layout="wide")
 # The page registry: one line per group. A feature adds its group here and its page file in a pages/ sub-folder.
 PAGE_GROUPS: dict[str, list[st.Page]] = {
     "": [st.Page("pages/home/home.py", title="Home", icon=":material/home:", default=True)],
-    "Explore": [st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:")],
+    "Explore": [
+        st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:"),
+        st.Page("pages/explore/funnels.py", title="Funnels", icon=":material/filter_alt:"),
+    ],
     "Data": [st.Page("pages/data/data.py", title="Data", icon=":material/database:")],
 }
 
