@@ -19,6 +19,7 @@ PAGE_GROUPS: dict[str, list[st.Page]] = {
         st.Page("pages/explore/retention.py", title="Retention", icon=":material/grid_on:"),
         st.Page("pages/explore/survival.py", title="Survival", icon=":material/timeline:"),
         st.Page("pages/explore/lifecycle.py", title="Lifecycle", icon=":material/cycle:"),
+        st.Page("pages/explore/funnels.py", title="Funnels", icon=":material/filter_alt:"),
         st.Page("pages/explore/stickiness.py", title="Stickiness", icon=":material/push_pin:"),
     ],
     "Data": [st.Page("pages/data/data.py", title="Data", icon=":material/database:")],

@@ -1,0 +1,86 @@
+"""The Funnels page, run headless with AppTest on the tiny store (session_start, view, purchase).
+
+Expected numbers come from direct DuckDB queries on the store file, not from ``core``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app_helpers import count, metric_value, table_with
+from streamlit.testing.v1 import AppTest
+
+PAGE = "pages/explore/funnels.py"
+
+# A two-step ordered funnel written directly: users with a view at or after one of their
+# session_start events and at most 7 days later.
+TWO_STEPS = """
+SELECT count(DISTINCT s.user_id) FROM events s JOIN events v
+  ON v.user_id = s.user_id AND v.event_name = ? AND v.event_time >= s.event_time
+ AND v.event_time <= s.event_time + INTERVAL (?) DAY
+WHERE s.event_name = ?
+"""
+
+
+def open_funnels(app: AppTest, **params: str) -> AppTest:
+    app.run()
+    assert not app.exception, app.exception
+    for key, value in params.items():
+        app.query_params[key] = value
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_funnel_counts_match_direct_queries(app: AppTest, tiny_store: Path) -> None:
+    open_funnels(app, steps="session_start,view", window="7d", order="ordered")
+    assert app.multiselect(key="fun_steps").value == ["session_start", "view"]
+    starters = count(
+        tiny_store, "SELECT count(DISTINCT user_id) FROM events WHERE event_name = 'session_start'"
+    )
+    converted = count(tiny_store, TWO_STEPS, ["view", 7, "session_start"])
+    assert 0 < converted < starters
+    assert metric_value(app, "Entered the funnel") == f"{starters:,}"
+    assert metric_value(app, "Completed") == f"{converted:,}"
+    table = table_with(app, "step", "event_name", "users", "conversion_from_start")
+    assert table["users"].tolist() == [starters, converted]
+    assert app.query_params.get("steps") == "session_start,view"
+
+
+def test_changing_a_control_rerenders(app: AppTest, tiny_store: Path) -> None:
+    open_funnels(app, steps="session_start,view", window="7d")
+    app.text_input(key="fun_window").set_value("1d").run()
+    assert not app.exception, app.exception
+    converted = count(tiny_store, TWO_STEPS, ["view", 1, "session_start"])
+    assert metric_value(app, "Completed") == f"{converted:,}"
+    assert app.query_params.get("window") == "1d"
+    app.selectbox(key="fun_by").set_value("country").run()
+    assert not app.exception, app.exception
+    segments = table_with(app, "group", "step", "users")
+    assert sorted(segments["group"].unique()) == ["DE", "FR", "US"]
+    assert segments[segments["step"] == 2]["users"].sum() == converted
+    app.selectbox(key="fun_drop_step").set_value(2).run()
+    assert not app.exception, app.exception
+    dropped = table_with(app, "user_id", "level", "first_step_time")
+    starters = count(
+        tiny_store, "SELECT count(DISTINCT user_id) FROM events WHERE event_name = 'session_start'"
+    )
+    assert len(dropped) == starters - converted
+
+
+def test_fewer_than_two_steps_and_lifecycle_tab(app: AppTest, tiny_store: Path) -> None:
+    open_funnels(app, steps="view")
+    assert any("at least two steps" in info.value for info in app.info)
+    users = count(tiny_store, "SELECT count(DISTINCT user_id) FROM events")
+    lifecycle = table_with(app, "step", "event_name", "users", "lower_from_start")
+    assert lifecycle["event_name"].tolist()[0] == "acquired"
+    assert lifecycle["users"].iloc[0] == users
+    purchasers = count(tiny_store, "SELECT count(DISTINCT user_id) FROM events WHERE event_name = 'purchase'")
+    assert lifecycle["users"].iloc[3] <= purchasers
+
+
+def test_empty_population_is_explained(app: AppTest) -> None:
+    app.query_params["from"] = "2031-01-01"  # global filters are read from the URL at session start
+    open_funnels(app, steps="session_start,view")
+    assert not app.exception, app.exception
+    assert any("No user" in info.value or "No users" in info.value for info in app.info)
