@@ -36,9 +36,8 @@ def kaplan_meier_figure(
         rows=2,
         cols=1,
         shared_xaxes=True,
-        row_heights=[0.78, 0.22],
-        vertical_spacing=0.08,
-        subplot_titles=("", "Number at risk"),
+        row_heights=[0.74, 0.26],
+        vertical_spacing=0.16,
     )
     if not groups:
         figure.update_layout(
@@ -109,7 +108,19 @@ def kaplan_meier_figure(
             col=1,
         )
     figure.update_yaxes(title_text="Share not yet churned", range=[0, 1.02], row=1, col=1)
-    figure.update_yaxes(autorange="reversed", type="category", row=2, col=1)
+    # Categories top-down, with room above the first row for the table's heading.
+    figure.update_yaxes(type="category", range=[len(groups) - 0.5, -0.9], row=2, col=1)
+    figure.add_annotation(
+        text="Number at risk",
+        x=0,
+        xref="paper",
+        xanchor="left",
+        y=-0.9,
+        yref="y2",
+        yanchor="bottom",
+        showarrow=False,
+        font={"size": 13},
+    )
     ticks = sorted(at_risk["day"].unique())
     figure.update_xaxes(tickvals=ticks, row=2, col=1, title_text="Days since start")
     figure.update_xaxes(tickvals=ticks, showticklabels=True, row=1, col=1)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_app_pages import build_tiny_store
+from app_helpers import build_tiny_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "tests" / "screenshots"
@@ -41,6 +41,10 @@ PAGE_SECONDS = 60
 # first so that the test covers it (no "Page not found", the shell and its filters drawn).
 PAGES = (
     ("/retention?period=day&by=country", "Retention", "retention"),
+    ("/survival?by=country&cox=plan", "Survival", "survival"),
+    ("/lifecycle?period=week", "Lifecycle", "lifecycle"),
+    ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
+    ("/stickiness?span=4w", "Stickiness", "stickiness"),
     ("/data", "Data", "data"),
     ("/", "tiny", "home"),
     ("/?seg.country=US&from=2025-09-10", "tiny", "home_filtered"),
