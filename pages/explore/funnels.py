@@ -3,8 +3,6 @@ conversion by week, segments compared, and the editable lifecycle funnel. Contro
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import streamlit as st
 
 from core import figures_funnels
@@ -13,7 +11,7 @@ from core.errors import TenureError
 from core.funnels import MAX_STEPS, MIN_STEPS, ORDERS, FunnelSpec, LifecycleFunnelSpec
 from core.population import Filters
 from core.store import Store
-from pages.shared import cached, cached_funnels, ui
+from pages.shared import cached, cached_funnels, ui, url_params
 
 ORDER_LABELS = {
     "ordered": "Ordered: other events allowed between steps",
@@ -25,38 +23,23 @@ ANY_EVENT = ""
 COHORT_BREAKDOWNS = ("cohort:week", "cohort:month")
 
 
-def _names(known: list[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        names = [name for name in text.split(",") if name]
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ValueError(f"unknown event name(s): {', '.join(unknown)}")
-        return names
-
-    return parse
-
-
-def _choice(options: list[str] | tuple[str, ...], what: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"{what} must be one of {', '.join(option for option in options if option)}")
-        return text
-
-    return parse
-
-
 def _window(text: str) -> str:
     return format_duration(parse_duration(text, "window"))
 
 
 def _seed_controls(event_names: list[str], breakdowns: list[str]) -> None:
     ui.seed_control(
-        "fun_steps", event_names[: min(3, len(event_names))], param="steps", parse=_names(event_names)
+        "fun_steps",
+        event_names[: min(3, len(event_names))],
+        param="steps",
+        parse=url_params.names(event_names, "event name"),
     )
     ui.seed_control("fun_window", "7d", param="window", parse=_window)
-    ui.seed_control("fun_order", "ordered", param="order", parse=_choice(ORDERS, "order"))
-    ui.seed_control("fun_exclude", NO_CHOICE, param="exclude", parse=_choice(event_names, "exclude"))
-    ui.seed_control("fun_by", NO_CHOICE, param="by", parse=_choice(breakdowns, "by"))
+    ui.seed_control("fun_order", "ordered", param="order", parse=url_params.choice(ORDERS, "order"))
+    ui.seed_control(
+        "fun_exclude", NO_CHOICE, param="exclude", parse=url_params.choice(event_names, "exclude")
+    )
+    ui.seed_control("fun_by", NO_CHOICE, param="by", parse=url_params.choice(breakdowns, "by"))
     st.session_state["fun_steps"] = [name for name in st.session_state["fun_steps"] if name in event_names]
     if st.session_state["fun_exclude"] not in (NO_CHOICE, *event_names):
         st.session_state["fun_exclude"] = NO_CHOICE

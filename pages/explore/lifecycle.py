@@ -23,7 +23,7 @@ from core.lifecycle import (
 )
 from core.population import Filters
 from core.store import Store
-from pages.shared import cached, cached_lifecycle, ui
+from pages.shared import cached, cached_lifecycle, ui, url_params
 
 START_LABELS = {"first_event": "First event", "signup": "Signup", "event": "First event of a name"}
 THRESHOLDS = (
@@ -34,32 +34,12 @@ THRESHOLDS = (
 )
 
 
-def _choice(options: tuple[str, ...] | list[str], name: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"{name} must be one of {', '.join(options) or 'none'}")
-        return text
-
-    return parse
-
-
-def _names(known: list[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        names = [name for name in text.split(",") if name]
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ValueError(f"unknown event: {', '.join(unknown)}")
-        return names
-
-    return parse
-
-
 def _start_event(known: list[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         start = LifecycleSpec.from_query_params({"start": text}).start
         if start.kind != "event":
             raise ValueError("no start event named")
-        return _choice(known, "the start event")(start.event_name or "")
+        return url_params.choice(known, "the start event")(start.event_name or "")
 
     return parse
 
@@ -72,7 +52,7 @@ def _whole_days(text: str) -> int:
 
 
 def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date) -> None:
-    ui.seed_control("lc_period", "week", param="period", parse=_choice(PERIODS, "period"))
+    ui.seed_control("lc_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
     ui.seed_control(
         "lc_start",
         "first_event",
@@ -80,7 +60,7 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
         parse=lambda text: LifecycleSpec.from_query_params({"start": text}).start.kind,
     )
     ui.seed_control("lc_start_event", event_names[0], param="start", parse=_start_event(event_names))
-    ui.seed_control("lc_activity", [], param="activity", parse=_names(event_names))
+    ui.seed_control("lc_activity", [], param="activity", parse=url_params.names(event_names, "event"))
     ui.seed_control("lc_as_of", last_day, param="stage_at", parse=dt.date.fromisoformat)
     ui.seed_control(
         "lc_compare", last_day - dt.timedelta(days=30), param="stage_from", parse=dt.date.fromisoformat

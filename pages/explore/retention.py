@@ -13,7 +13,7 @@ from core.errors import TenureError
 from core.population import Filters
 from core.retention import MODES, PERIOD_DAYS, PERIODS, RetentionSpec
 from core.store import Store
-from pages.shared import cached, ui
+from pages.shared import cached, ui, url_params
 
 START_LABELS = {"first_event": "First event", "signup": "Signup", "event": "First event of a name"}
 MODE_LABELS = {
@@ -31,26 +31,6 @@ WHO_RETAINED = {"retained": True, "lost": False, "eligible": None}
 NO_BREAKDOWN = ""
 
 
-def _choice(options: tuple[str, ...] | list[str], name: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"{name} must be one of {', '.join(options) or 'none'}")
-        return text
-
-    return parse
-
-
-def _names(known: list[str], what: str) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        names = [name for name in text.split(",") if name]
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ValueError(f"unknown {what}: {', '.join(unknown)}")
-        return names
-
-    return parse
-
-
 def _start_kind(text: str) -> str:
     return RetentionSpec.from_query_params({"start": text}).start.kind
 
@@ -60,7 +40,7 @@ def _start_event(known: list[str]) -> Callable[[str], str]:
         start = RetentionSpec.from_query_params({"start": text}).start
         if start.kind != "event":
             raise ValueError("no start event named")
-        return _choice(known, "the start event")(start.event_name or "")
+        return url_params.choice(known, "the start event")(start.event_name or "")
 
     return parse
 
@@ -71,14 +51,14 @@ def _max_periods(text: str) -> int | None:
 
 def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
-    ui.seed_control("ret_period", "week", param="period", parse=_choice(PERIODS, "period"))
-    ui.seed_control("ret_mode", "classic", param="mode", parse=_choice(MODES, "mode"))
+    ui.seed_control("ret_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
+    ui.seed_control("ret_mode", "classic", param="mode", parse=url_params.choice(MODES, "mode"))
     ui.seed_control("ret_start", "first_event", param="start", parse=_start_kind)
     ui.seed_control("ret_start_event", event_names[0], param="start", parse=_start_event(event_names))
-    ui.seed_control("ret_return", [], param="return", parse=_names(event_names, "return event"))
+    ui.seed_control("ret_return", [], param="return", parse=url_params.names(event_names, "return event"))
     ui.seed_control("ret_max", None, param="max_periods", parse=_max_periods)
     ui.seed_control("ret_calendar", False, param="calendar", parse=lambda text: text.lower() in ("1", "true"))
-    ui.seed_control("ret_by", NO_BREAKDOWN, param="by", parse=_choice(attributes, "by"))
+    ui.seed_control("ret_by", NO_BREAKDOWN, param="by", parse=url_params.choice(attributes, "by"))
     if st.session_state["ret_start_event"] not in event_names:
         st.session_state["ret_start_event"] = event_names[0]
     if st.session_state["ret_by"] not in (NO_BREAKDOWN, *attributes):

@@ -11,20 +11,11 @@ import streamlit as st
 from core import figures_survival
 from core.errors import TenureError
 from core.survival import DEFAULT_SURVIVAL_DAYS, LANDMARK_DAYS, SurvivalSpec
-from pages.shared import cached, cached_survival, ui
+from pages.shared import cached, cached_survival, ui, url_params
 
 NO_TERMINAL = ""
 NO_BREAKDOWN = ""
 DAY_OPTIONS = (1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0)
-
-
-def _choice(options: list[str], name: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"{name} must be one of {', '.join(option or 'none' for option in options)}")
-        return text
-
-    return parse
 
 
 def _days(name: str) -> Callable[[str], float]:
@@ -42,27 +33,21 @@ def _day_list(text: str) -> list[float]:
     return days
 
 
-def _names(known: list[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        names = [name for name in text.split(",") if name]
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ValueError(f"unknown attribute(s): {', '.join(unknown)}")
-        return names
-
-    return parse
-
-
 def _seed_controls(event_names: list[str], breakdowns: list[str], attributes: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_control("surv_inactivity", 30.0, param="inactivity", parse=_days("inactivity"))
     ui.seed_control(
-        "surv_terminal", NO_TERMINAL, param="terminal", parse=_choice([NO_TERMINAL, *event_names], "terminal")
+        "surv_terminal",
+        NO_TERMINAL,
+        param="terminal",
+        parse=url_params.choice([NO_TERMINAL, *event_names], "terminal"),
     )
-    ui.seed_control("surv_by", NO_BREAKDOWN, param="by", parse=_choice([NO_BREAKDOWN, *breakdowns], "by"))
+    ui.seed_control(
+        "surv_by", NO_BREAKDOWN, param="by", parse=url_params.choice([NO_BREAKDOWN, *breakdowns], "by")
+    )
     ui.seed_control("surv_horizon", 90.0, param="horizon", parse=_days("horizon"))
     ui.seed_control("surv_days", list(DEFAULT_SURVIVAL_DAYS), param="days", parse=_day_list)
-    ui.seed_control("surv_cox", [], param="cox", parse=_names(attributes))
+    ui.seed_control("surv_cox", [], param="cox", parse=url_params.names(attributes, "attribute"))
     ui.seed_control(
         "surv_first_week", False, param="first_week", parse=lambda text: text.lower() in ("1", "true")
     )

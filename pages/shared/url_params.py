@@ -1,0 +1,36 @@
+"""Parsers for view settings read from the URL (``ui.seed_control(parse=...)``).
+
+A shared link may carry values this store does not have (another dataset, a renamed event);
+each parser raises ``ValueError`` with a message naming the parameter, which ``seed_control``
+shows as a warning before falling back to the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+
+def choice(options: Sequence[str], name: str) -> Callable[[str], str]:
+    """One of ``options`` (an empty option reads as 'none' in the message)."""
+
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(
+                f"{name} must be one of {', '.join(option or 'none' for option in options) or 'none'}"
+            )
+        return text
+
+    return parse
+
+
+def names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    """A comma-separated list of names, each one of ``known``."""
+
+    def parse(text: str) -> list[str]:
+        listed = [name for name in text.split(",") if name]
+        unknown = [name for name in listed if name not in known]
+        if unknown:
+            raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+        return listed
+
+    return parse
