@@ -88,3 +88,29 @@ def test_bad_url_value_warns_and_empty_population(app: AppTest) -> None:
     assert not app.exception, app.exception
     assert any("inactivity=soon" in warning.value for warning in app.warning)
     assert any("No users match" in info.value for info in app.info)
+
+
+def test_signup_start_from_the_url(app: AppTest, tiny_store: Path) -> None:
+    """Durations then run from users.signup_time (every tiny-store user has one, before their first event)."""
+    app.query_params["start"] = "signup"
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    assert not app.warning, [warning.value for warning in app.warning]
+    assert app.selectbox(key="surv_start").value == "signup"
+    with duckdb.connect(str(tiny_store)) as connection:
+        rows = connection.execute(
+            """
+            WITH spans AS (SELECT user_id, max(event_time) AS last FROM events GROUP BY user_id),
+            bounds AS (SELECT max(event_time) AS data_end FROM events)
+            SELECT date_diff('microsecond', u.signup_time,
+                       CASE WHEN s.last <= b.data_end - INTERVAL 30 DAY THEN s.last ELSE b.data_end END) / 86400e6,
+                   s.last <= b.data_end - INTERVAL 30 DAY
+            FROM spans s JOIN users u USING (user_id), bounds b
+            """
+        ).fetchall()
+    durations = np.array([row[0] for row in rows])
+    churned = np.array([row[1] for row in rows])
+    fitter = KaplanMeierFitter().fit(durations, churned)
+    survival_at = table_with(app, "group", "day", "survival", "lower", "upper")
+    assert survival_at.set_index("day").loc[30.0, "survival"] == pytest.approx(float(fitter.predict(30.0)))
+    assert app.query_params.get("start") == "signup"

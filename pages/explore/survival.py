@@ -16,6 +16,7 @@ from pages.shared import cached, cached_survival, ui, url_params
 NO_TERMINAL = ""
 NO_BREAKDOWN = ""
 DAY_OPTIONS = (1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0)
+START_LABELS = {"first_event": "First event", "signup": "Signup (else first event)"}
 
 
 def _days(name: str) -> Callable[[str], float]:
@@ -36,6 +37,9 @@ def _day_list(text: str) -> list[float]:
 def _seed_controls(event_names: list[str], breakdowns: list[str], attributes: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_control("surv_inactivity", 30.0, param="inactivity", parse=_days("inactivity"))
+    ui.seed_control(
+        "surv_start", "first_event", param="start", parse=url_params.choice(tuple(START_LABELS), "start")
+    )
     ui.seed_control(
         "surv_terminal",
         NO_TERMINAL,
@@ -59,7 +63,14 @@ def _seed_controls(event_names: list[str], breakdowns: list[str], attributes: li
 
 
 def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpec:
-    first, second, third, fourth, fifth = st.columns([1, 1, 1.4, 1, 1.6])
+    first, start_column, second, third, fourth, fifth = st.columns([1, 1, 1, 1.4, 1, 1.6])
+    start = start_column.selectbox(
+        "Start",
+        tuple(START_LABELS),
+        key="surv_start",
+        format_func=START_LABELS.__getitem__,
+        help="Durations run from each user's first event, or from their signup time where the users table has one.",
+    )
     inactivity = first.number_input(
         "Inactivity (days)",
         min_value=0.01,
@@ -94,6 +105,7 @@ def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpe
     return SurvivalSpec.from_query_params(
         {
             "inactivity": str(inactivity),
+            "start": start,
             "terminal": terminal,
             "by": by,
             "horizon": str(horizon),
@@ -105,6 +117,9 @@ def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpe
 
 
 def _caption(spec: SurvivalSpec, data_end: str) -> str:
+    start = (
+        "signup (or first event when no signup is known)" if spec.start.kind == "signup" else "first event"
+    )
     if spec.terminal_event:
         churn = f"a user **churns** at their first '{spec.terminal_event}' event after their start"
     else:
@@ -113,7 +128,7 @@ def _caption(spec: SurvivalSpec, data_end: str) -> str:
             "the data's end (an earlier gap followed by a return is not a churn)"
         )
     return (
-        f"**Duration**: days from a user's first event to churn; {churn}; otherwise the user is **censored** at "
+        f"**Duration**: days from a user's {start} to churn; {churn}; otherwise the user is **censored** at "
         f"the data's end ({data_end}). **S(t)**: Kaplan-Meier estimate of the share not yet churned t days after "
         "the start, with 95% pointwise bands (Greenwood, log(-log)). **Median**: first day with S <= 0.5, interval "
         "from the bands. **RMST**: area under S up to the horizon = mean days retained within it. Log-rank tests "
