@@ -84,3 +84,22 @@ def test_empty_population_is_explained(app: AppTest) -> None:
     open_funnels(app, steps="session_start,view")
     assert not app.exception, app.exception
     assert any("No user" in info.value or "No users" in info.value for info in app.info)
+
+
+def test_lifecycle_funnel_settings_come_from_and_go_to_the_url(app: AppTest, tiny_store: Path) -> None:
+    open_funnels(app, life_key="view", life_activation="3")
+    assert app.selectbox(key="life_key").value == "view"
+    assert app.number_input(key="life_activation").value == 3
+    activated = count(
+        tiny_store,
+        "SELECT count(DISTINCT e.user_id) FROM events e JOIN "
+        "(SELECT user_id, min(event_time) AS start FROM events GROUP BY user_id) s USING (user_id) "
+        "WHERE e.event_name = 'view' AND e.event_time >= s.start AND e.event_time <= s.start + INTERVAL 3 DAY",
+    )
+    lifecycle = next(
+        frame.value for frame in app.dataframe if "activated" in set(frame.value.get("event_name", []))
+    )
+    assert lifecycle.set_index("event_name").loc["activated", "users"] == activated
+    assert app.query_params.get("life_key") == "view"
+    assert app.query_params.get("life_activation") == "3"
+    assert "life_loyal" not in app.query_params  # defaults stay out of the link

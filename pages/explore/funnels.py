@@ -94,7 +94,6 @@ def main() -> None:
     with funnel_tab:
         _seed_controls(event_names, breakdowns)
         params = _draw_controls(event_names, breakdowns)
-        ui.share_in_url(params)
         if len(params["steps"].split(",")) < MIN_STEPS or not params["steps"]:
             st.info("Choose at least two steps to see a funnel.")
         else:
@@ -104,7 +103,8 @@ def main() -> None:
             except TenureError as error:
                 ui.show_error(error)
     with lifecycle_tab:
-        _lifecycle(store, filters, event_names)
+        lifecycle_params = _lifecycle(store, filters, event_names)
+    ui.share_in_url({**params, **lifecycle_params})
 
 
 def _funnel(store: Store, spec: FunnelSpec, filters: Filters) -> None:
@@ -196,13 +196,54 @@ def _drop_offs(store: Store, spec: FunnelSpec, filters: Filters) -> None:
     )
 
 
-def _lifecycle(store: Store, filters: Filters, event_names: list[str]) -> None:
+# The lifecycle funnel's settings in the URL: (widget key, URL parameter, spec field).
+LIFECYCLE_NUMBERS = (
+    ("life_activation", "life_activation", "activation_days"),
+    ("life_active_days", "life_active_days", "active_days"),
+    ("life_engagement", "life_engagement", "engagement_days"),
+    ("life_loyal", "life_loyal", "loyal_weeks"),
+    ("life_loyal_of", "life_loyal_of", "loyal_of_weeks"),
+)
+
+
+def _whole_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 365:
+        raise ValueError("must be a whole number from 1 to 365")
+    return value
+
+
+def _seed_lifecycle_controls(event_names: list[str]) -> None:
+    defaults = LifecycleFunnelSpec()
+    ui.seed_control(
+        "life_key",
+        ANY_EVENT,
+        param="life_key",
+        parse=url_params.choice([ANY_EVENT, *event_names], "life_key"),
+    )
+    purchase_default = defaults.purchase_event if defaults.purchase_event in event_names else event_names[0]
+    ui.seed_control(
+        "life_purchase",
+        purchase_default,
+        param="life_purchase",
+        parse=url_params.choice(event_names, "life_purchase"),
+    )
+    for key, param, field in LIFECYCLE_NUMBERS:
+        ui.seed_control(key, getattr(defaults, field), param=param, parse=_whole_number)
+    if st.session_state["life_key"] not in (ANY_EVENT, *event_names):
+        st.session_state["life_key"] = ANY_EVENT
+    if st.session_state["life_purchase"] not in event_names:
+        st.session_state["life_purchase"] = purchase_default
+
+
+def _lifecycle(store: Store, filters: Filters, event_names: list[str]) -> dict[str, str]:
+    """Draws the lifecycle funnel tab; returns its settings for the URL."""
+    _seed_lifecycle_controls(event_names)
     st.caption(
         "acquired → activated (the key event within N days of the start) → engaged (K active days "
         "within M days) → converted (a purchase) → repeat (a second purchase) → loyal (active in at "
         "least L of the last W complete weeks). Each stage requires the previous ones."
     )
-    defaults = LifecycleFunnelSpec()
     first, second, third, fourth = st.columns(4)
     key_event = first.selectbox(
         "Key event",
@@ -210,27 +251,23 @@ def _lifecycle(store: Store, filters: Filters, event_names: list[str]) -> None:
         key="life_key",
         format_func=lambda name: name or "Any later event",
     )
-    activation_days = second.number_input(
-        "Activated within (days)", 1, 365, defaults.activation_days, key="life_activation"
-    )
-    active_days = third.number_input(
-        "Engaged: active days (K)", 1, 365, defaults.active_days, key="life_active_days"
-    )
-    engagement_days = fourth.number_input(
-        "… within (days)", 1, 365, defaults.engagement_days, key="life_engagement"
-    )
+    activation_days = second.number_input("Activated within (days)", 1, 365, key="life_activation")
+    active_days = third.number_input("Engaged: active days (K)", 1, 365, key="life_active_days")
+    engagement_days = fourth.number_input("… within (days)", 1, 365, key="life_engagement")
     first, second, third = st.columns(3)
-    purchase_options = event_names
-    purchase = first.selectbox(
-        "Purchase event",
-        purchase_options,
-        index=purchase_options.index(defaults.purchase_event)
-        if defaults.purchase_event in purchase_options
-        else 0,
-        key="life_purchase",
-    )
-    loyal_weeks = second.number_input("Loyal: active weeks", 1, 52, defaults.loyal_weeks, key="life_loyal")
-    loyal_of = third.number_input("… of the last weeks", 1, 52, defaults.loyal_of_weeks, key="life_loyal_of")
+    purchase = first.selectbox("Purchase event", event_names, key="life_purchase")
+    loyal_weeks = second.number_input("Loyal: active weeks", 1, 52, key="life_loyal")
+    loyal_of = third.number_input("… of the last weeks", 1, 52, key="life_loyal_of")
+    settings = {
+        "life_key": key_event or "",
+        "life_purchase": purchase,
+        **{param: str(int(st.session_state[key])) for key, param, _ in LIFECYCLE_NUMBERS},
+    }
+    defaults = LifecycleFunnelSpec()
+    unchanged = {"life_key": "", "life_purchase": defaults.purchase_event}
+    unchanged.update({param: str(getattr(defaults, field)) for _, param, field in LIFECYCLE_NUMBERS})
+    # Only settings that differ from the defaults go into the URL, to keep shared links short.
+    settings = {param: value for param, value in settings.items() if value != unchanged[param]}
     try:
         spec = LifecycleFunnelSpec(
             key_event=key_event or None,
@@ -244,13 +281,14 @@ def _lifecycle(store: Store, filters: Filters, event_names: list[str]) -> None:
         table = cached_funnels.lifecycle_funnel(store, spec, filters)
     except TenureError as error:
         ui.show_error(error)
-        return
+        return settings
     if table["users"].iloc[0] == 0:
         st.info(f"No users match these filters ({ui.describe_filters(filters)}).")
-        return
+        return settings
     st.plotly_chart(figures_funnels.funnel_bars(table, title="Lifecycle funnel"), key="life_bars")
     st.dataframe(table, hide_index=True, key="life_table")
     ui.download_csv(table, "lifecycle_funnel.csv", key="download_lifecycle")
+    return settings
 
 
 main()
