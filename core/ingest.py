@@ -8,8 +8,9 @@ One load, in order (docs/ARCHITECTURE.md, "Ingest"):
 2. Inside one transaction of ``Store.transaction()`` (the single writer): the file's columns
    are mapped to the table's (aliases, ``column_map``, ``constants``), the file is read once into
    a staging temp table, and every check runs as set-based SQL over it: required values present,
-   timestamps readable (core/timeparse.py), numbers numeric and in range. Exact duplicate rows
-   are dropped and counted; in ``users`` a user id on two different rows is a bad row.
+   timestamps readable (core/timeparse.py), numbers numeric and in range; a CSV record with more
+   or fewer fields than the header is a bad row too. Exact duplicate rows are dropped and
+   counted; in ``users`` a user id on two different rows is a bad row.
 3. Bad rows refuse the whole file (``BadRowsError``, with their lines and reasons), unless
    ``skip_bad_rows``: then the good rows load and the bad ones go to a rejects CSV.
 4. The rows are inserted, a ``load_history`` row is written, and the transaction commits. Any
@@ -39,10 +40,11 @@ from core.export import to_safe_csv
 from core.ingest_read import (
     STAGING_TABLE,
     InputFile,
+    RaggedRows,
     StagedFile,
     TypedReadFailed,
-    file_columns,
     inspect_file,
+    sniff_columns,
     stage_file,
 )
 from core.schema import CANONICAL_TABLES, COLUMN_ALIASES, TIME_COLUMNS, TableSpec, user_key_sql
@@ -62,6 +64,8 @@ ALWAYS_VALID_TIME_TYPES = TIMESTAMP_TYPES | ZONED_TIMESTAMP_TYPES
 DATA_SUFFIXES = frozenset({"csv", "tsv", "txt", "parquet", "pq"})
 SHOWN_BAD_ROWS = 5
 BAD_ROWS_KEPT = 1000
+ROW_COLUMN = "(row)"
+RAW_LINE_COLUMN = "raw_line"
 STAGING = f"temp.{quote_identifier(STAGING_TABLE)}"
 BAD_CELLS = "temp.ingest_bad_cells"
 EXCLUDED = "temp.ingest_excluded"
@@ -133,6 +137,7 @@ class Check:
     bad_sql: str
     value_sql: str
     reason: str
+    reason_sql: str | None = None  # a reason computed per row, in place of ``reason``
 
 
 def ingest_file(
@@ -174,15 +179,29 @@ def ingest_file(
     source_label = source_name or path.name
     if skip_bad_rows and rejects_path is None:
         rejects_path = default_rejects_path(path)
-    try:
-        outcome = _load(
-            store, source, spec, source_label, column_map, constants, skip_bad_rows, read_as_text=False
-        )
-    except TypedReadFailed:
-        logger.info("%s: a value does not fit its sniffed type; reading every column as text", path)
-        outcome = _load(
-            store, source, spec, source_label, column_map, constants, skip_bad_rows, read_as_text=True
-        )
+    # At most three reads: typed; all text (a value past the sniffer's sample does not fit its
+    # type); keeping records of the wrong width (all text). Each retry rolls the last one back.
+    read_as_text = ragged = False
+    while True:
+        try:
+            outcome = _load(
+                store,
+                source,
+                spec,
+                source_label,
+                column_map,
+                constants,
+                skip_bad_rows,
+                read_as_text=read_as_text,
+                ragged=ragged,
+            )
+            break
+        except TypedReadFailed:
+            logger.info("%s: a value does not fit its sniffed type; reading every column as text", path)
+            read_as_text = True
+        except RaggedRows:
+            logger.info("%s: rows of the wrong width; reading again to report them as bad rows", path)
+            ragged = True
     if outcome.already_loaded:
         return IngestResult(table, source_label, source.content_hash, 0, 0, 0, True, None, None, {})
     if outcome.rejects is not None and rejects_path is not None:
@@ -224,12 +243,15 @@ def _load(
     skip_bad_rows: bool,
     *,
     read_as_text: bool,
+    ragged: bool = False,
 ) -> _LoadOutcome:
     """The transaction of one load: stage, validate, insert, record; all or nothing."""
     path = source.path
     with store.transaction() as cursor:
         cursor.execute("SET TimeZone = 'UTC'")
-        sniffed, iso_times = file_columns(cursor, source)
+        sniffed, iso_times, uneven = sniff_columns(cursor, source)
+        if uneven and not ragged:
+            raise RaggedRows(f"{path}: the sniffer found rows of the wrong width")
         try:
             plan = plan_columns(spec, [name for name, _ in sniffed], column_map or {}, constants or {}, path)
         except TenureError:
@@ -244,6 +266,7 @@ def _load(
             time_columns={plan.mapping[name] for name in _time_columns(spec) if name in plan.mapping},
             iso_times=iso_times,
             read_as_text=read_as_text,
+            ragged=ragged,
         )
         if _loaded_before(cursor, source, spec.name):
             return _LoadOutcome(already_loaded=True)
@@ -472,7 +495,10 @@ class _TableLoad:
             [spec.name],
         ).fetchall()
         self.existing_types = {name.lower(): (name, sql_type) for name, sql_type in existing}
+        self.widths = staged.widths
         self._build()
+        if self.widths is not None:
+            self._check_widths()
 
     # -- building expressions -------------------------------------------------------------
 
@@ -623,6 +649,31 @@ class _TableLoad:
             self.values[target] = value
             self.extra_targets[name] = target
 
+    def _check_widths(self) -> None:
+        """A record of the wrong width is one bad cell (its fields are not where the header says);
+        the other checks look only at records of the right width."""
+        widths = self.widths
+        right = f"{widths.fields_sql} = {widths.expected}"
+        self.checks = [
+            Check(
+                check.column,
+                f"({right} AND ({check.bad_sql}))",
+                check.value_sql,
+                check.reason,
+                check.reason_sql,
+            )
+            for check in self.checks
+        ]
+        self.checks.append(
+            Check(
+                ROW_COLUMN,
+                f"{widths.fields_sql} <> {widths.expected}",
+                widths.text_sql,
+                "",
+                f"'expected {widths.expected} fields (as the header), found ' || {widths.fields_sql}",
+            )
+        )
+
     # -- validation -----------------------------------------------------------------------
 
     def check_constants(self) -> None:
@@ -665,7 +716,8 @@ class _TableLoad:
         any_repeats = self.cursor.execute(f"SELECT count(*) > 0 FROM {ROW_GROUPS}").fetchone()[0]
         if any_bad_rows:
             cells = " UNION ALL ".join(
-                f"SELECT {self.line}, {_literal(check.column)}, {check.value_sql}, {_literal(check.reason)} "
+                f"SELECT {self.line}, {_literal(check.column)}, {check.value_sql}, "
+                f"{check.reason_sql or _literal(check.reason)} "
                 f"FROM {STAGING} AS s WHERE {check.bad_sql}"
                 for check in self.checks
             )
@@ -731,13 +783,25 @@ class _TableLoad:
         )
 
     def rejected_rows(self) -> pd.DataFrame:
-        """The bad rows as the file has them, with their line and every reason."""
+        """The bad rows as the file has them, with their line and every reason.
+
+        When the file has records of the wrong width, those records leave the file's columns
+        empty and a last column ``raw_line`` holds their fields joined again with the delimiter.
+        """
         columns = ", ".join(
             f"CAST(s.{quote_identifier(name)} AS VARCHAR) AS {quote_identifier(name)}"
             for name in self.staged_types
         )
+        raw_line = ""
+        if self.widths is not None:
+            right = f"{self.widths.fields_sql} = {self.widths.expected}"
+            columns = ", ".join(
+                f"CASE WHEN {right} THEN CAST(s.{quote_identifier(name)} AS VARCHAR) END AS {quote_identifier(name)}"
+                for name in self.staged_types
+            )
+            raw_line = f", CASE WHEN NOT {right} THEN {self.widths.text_sql} END AS {quote_identifier(RAW_LINE_COLUMN)}"
         return self.cursor.execute(
-            f"SELECT {columns}, {self.line} AS line, reasons.reason FROM {STAGING} AS s JOIN ("
+            f"SELECT {columns}, {self.line} AS line, reasons.reason{raw_line} FROM {STAGING} AS s JOIN ("
             f"SELECT line, string_agg(reason, '; ' ORDER BY {quote_identifier('column')}) AS reason "
             f"FROM {BAD_CELLS} GROUP BY line"
             f") AS reasons ON reasons.line = {self.line} ORDER BY {self.line}"

@@ -12,11 +12,19 @@ names) are read as text so ``00042`` stays ``00042``, and the time column is rea
 If a later row does not fit a sniffed type (the sniffer samples the file), the load starts over
 and reads every column as text, so the values are validated one by one and the bad rows are
 reported with their lines rather than failing the whole read.
+
+Rows with more or fewer fields than the header make DuckDB's reader fail. The load then starts
+over with a slower read that keeps every record (``RaggedRows``): each column as text, short rows
+padded, surplus fields in extra columns, and each record's field count stored, so a record of
+the wrong width becomes a bad row like any other and the lines of all rows stay as above.
+(DuckDB's own rejects table is not used for this: its line numbers count blank lines, which the
+line numbers here do not.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +38,12 @@ HASH_BLOCK_BYTES = 1 << 20
 STAGING_TABLE = "ingest_staging"
 STAGING_LINE = "__tenure_line"
 STAGING_ROW_HASH = "__tenure_row_hash"
+STAGING_FIELDS = "__tenure_fields"
+STAGING_SURPLUS = "__tenure_surplus_"
+WIDTH_ERRORS = ("TOO MANY COLUMNS", "MISSING COLUMNS")
+WIDTH_ERROR_TEXT = "Expected Number of Columns"
+# Read as NULL in place of the empty string, so that an empty field ('') differs from padding (NULL).
+NO_NULL_TEXT = "\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 ISO_DATE_FORMATS = (None, "%Y-%m-%d")
@@ -64,6 +78,16 @@ class StagedFile:
     read_as_text: bool
     line_sql: str  # the line of a staged row, as SQL over the alias ``s``
     row_hash_sql: str  # a hash of all the file's values of a staged row, over the alias ``s``
+    widths: RowWidths | None = None  # set when the file has rows of the wrong width
+
+
+@dataclass(frozen=True)
+class RowWidths:
+    """How to tell a staged record of the wrong width (a file read after ``RaggedRows``)."""
+
+    expected: int  # the header's number of fields
+    fields_sql: str  # the record's number of fields, over the alias ``s``
+    text_sql: str  # the record's fields joined again with the file's delimiter, over ``s``
 
 
 def inspect_file(path: Path) -> InputFile:
@@ -123,8 +147,11 @@ def _duckdb_reason(error: duckdb.Error) -> str:
     return " ".join(lines)
 
 
-def _sniff_csv(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[list[tuple[str, str]], bool]:
-    """The CSV's columns with sniffed types, and whether its dates and timestamps are ISO."""
+def _sniff_csv(
+    cursor: duckdb.DuckDBPyConnection, source: InputFile
+) -> tuple[list[tuple[str, str]], bool, bool]:
+    """The CSV's columns with sniffed types, whether its dates and timestamps are ISO, and whether
+    the columns could be found only by ignoring rows of the wrong width (read it ``ragged``)."""
     try:
         row = cursor.execute(
             "SELECT Columns, DateFormat, TimestampFormat FROM sniff_csv(?, header = true, skip = 0, compression = ?)",
@@ -138,10 +165,35 @@ def _sniff_csv(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[li
     if row is None:
         raise TenureError(f"{source.path} cannot be read as CSV", "give a CSV with a header row")
     columns = [(column["name"], column["type"]) for column in row[0]]
-    if len(columns) == 1:
+    if len(columns) == 1 and any(candidate in columns[0][0] for candidate in CSV_DELIMITERS):
+        tolerant = _sniff_tolerant(cursor, source)
+        if tolerant is not None and len(tolerant[0]["columns"]) > 1:
+            return [(column["name"], column["type"]) for column in tolerant[0]["columns"]], False, True
         _explain_unsplit_header(cursor, source, columns[0][0])
     iso = row[1] in ISO_DATE_FORMATS and row[2] is None
-    return columns, iso
+    return columns, iso, False
+
+
+def _sniff_tolerant(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[dict, dict] | None:
+    """The sniffer's columns and dialect when rows of the wrong width are ignored; None if it fails.
+
+    Returns ({"columns": [...]}, {"delim": ..., "quote": ..., "escape": ...}).
+    """
+    try:
+        row = cursor.execute(
+            "SELECT Columns, Delimiter, Quote, Escape FROM sniff_csv(?, header = true, skip = 0, "
+            "compression = ?, ignore_errors = true)",
+            [str(source.path), source.compression],
+        ).fetchone()
+    except duckdb.Error:
+        return None
+    if row is None:
+        return None
+    dialect = {
+        name: "" if value == "(empty)" else value
+        for name, value in zip(("delim", "quote", "escape"), row[1:], strict=True)
+    }
+    return {"columns": row[0]}, dialect
 
 
 def _explain_unsplit_header(cursor: duckdb.DuckDBPyConnection, source: InputFile, header: str) -> None:
@@ -181,9 +233,25 @@ def file_columns(cursor: duckdb.DuckDBPyConnection, source: InputFile) -> tuple[
     Returns the (name, type) pairs and whether the time values, if any, are ISO (for Parquet
     always true: its types are exact).
     """
+    columns, iso, _ = sniff_columns(cursor, source)
+    return columns, iso
+
+
+def sniff_columns(
+    cursor: duckdb.DuckDBPyConnection, source: InputFile
+) -> tuple[list[tuple[str, str]], bool, bool]:
+    """``file_columns``, and whether the file is known to have rows of the wrong width already."""
     if source.file_format == "parquet":
-        return _describe_parquet(cursor, source), True
+        return _describe_parquet(cursor, source), True, False
     return _sniff_csv(cursor, source)
+
+
+class RaggedRows(Exception):
+    """Rows with more or fewer fields than the header: read the file again keeping every record.
+
+    The failed statement aborts the transaction, so the caller rolls back and loads again with
+    ``ragged``.
+    """
 
 
 class TypedReadFailed(Exception):
@@ -203,6 +271,7 @@ def stage_file(
     time_columns: set[str],
     iso_times: bool,
     read_as_text: bool = False,
+    ragged: bool = False,
 ) -> StagedFile:
     """Read the whole file once into the temporary table ``STAGING_TABLE``.
 
@@ -213,13 +282,17 @@ def stage_file(
             sniffer saw ISO values, as text when it guessed another date format.
         iso_times: whether the sniffer's date and timestamp formats were ISO.
         read_as_text: read every CSV column as text (after ``TypedReadFailed``).
+        ragged: keep the records of the wrong width, every column as text (after ``RaggedRows``).
 
     Raises:
         TypedReadFailed: a CSV value does not fit its sniffed type.
+        RaggedRows: a CSV record has more or fewer fields than the header.
         TenureError: the file cannot be parsed at all.
     """
     if source.file_format == "parquet":
         return _create_staging(cursor, source, "read_parquet(?)", [str(source.path)], read_as_text=False)
+    if ragged:
+        return _stage_ragged(cursor, source, [name for name, _ in sniffed])
     if read_as_text:
         text_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
         return _create_staging(
@@ -240,7 +313,13 @@ def stage_file(
 
 
 def _create_staging(
-    cursor: duckdb.DuckDBPyConnection, source: InputFile, read_sql: str, params: list, *, read_as_text: bool
+    cursor: duckdb.DuckDBPyConnection,
+    source: InputFile,
+    read_sql: str,
+    params: list,
+    *,
+    read_as_text: bool,
+    widths: RowWidths | None = None,
 ) -> StagedFile:
     """``CREATE TEMP TABLE`` from the reader, and the SQL of each staged row's line.
 
@@ -268,15 +347,113 @@ def _create_staging(
     except (duckdb.InvalidInputException, duckdb.IOException, duckdb.ConversionException) as error:
         if isinstance(error, duckdb.ConversionException) and not read_as_text:
             raise
+        if source.file_format == "csv" and widths is None and WIDTH_ERROR_TEXT in str(error):
+            raise RaggedRows(str(error)) from error
         kind = "CSV" if source.file_format == "csv" else "Parquet"
         raise TenureError(
             f"{source.path} cannot be read as {kind}: {_duckdb_reason(error)}",
             "fix the file (every row needs as many fields as the header) or export it again",
         ) from error
     types = {name: sql_type for name, sql_type, *_ in described}
+    if widths is not None:
+        types = {name: sql_type for name, sql_type in types.items() if not name.startswith("__tenure_")}
     rows, first_row_id = cursor.execute(
         f"SELECT count(*), coalesce(min(rowid), 0) FROM temp.{staging}"
     ).fetchone()
     line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
     row_hash_sql = f"s.{quote_identifier(STAGING_ROW_HASH)}"
-    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql)
+    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql, widths)
+
+
+def _stage_ragged(cursor: duckdb.DuckDBPyConnection, source: InputFile, names: list[str]) -> StagedFile:
+    """Stage every record of a CSV with rows of the wrong width, each with its number of fields.
+
+    A first pass (on a connection of its own, so that a failure leaves the load's transaction
+    alone) reads with DuckDB's rejects table to learn the widest record, and refuses the file if
+    it has errors other than widths (an unclosed quote, a bad encoding). The second pass reads
+    single-threaded (DuckDB pads short rows only so when values may span lines) with that many
+    text columns: short rows padded with NULL, while an empty field reads as '' (then NULL again,
+    as in a normal read).
+    """
+    tolerant = _sniff_tolerant(cursor, source)
+    if tolerant is None:
+        raise TenureError(
+            f"{source.path} cannot be read as CSV", "every row needs as many fields as the header"
+        )
+    dialect = tolerant[1]
+    dialect_sql = "delim = ?, quote = ?, escape = ?"
+    dialect_params = [dialect["delim"], dialect["quote"], dialect["escape"]]
+    widest = _widest_record(source, len(names), dialect_sql, dialect_params)
+    raw = [f"{STAGING_SURPLUS}{index}" for index in range(widest)]
+    columns = {name: "VARCHAR" for name in raw}
+    fields = " + ".join(f"({quote_identifier(name)} IS NOT NULL)::INTEGER" for name in raw)
+    selected = [
+        f"nullif({quote_identifier(raw[index])}, '') AS {quote_identifier(name)}"
+        for index, name in enumerate(names)
+    ]
+    selected += [quote_identifier(name) for name in raw[len(names) :]]
+    read_sql = (
+        f"(SELECT {', '.join(selected)}, {fields} AS {quote_identifier(STAGING_FIELDS)} FROM read_csv(?, "
+        f"auto_detect = false, header = true, skip = 0, compression = ?, {dialect_sql}, columns = ?, "
+        "null_padding = true, parallel = false, nullstr = ?))"
+    )
+    params = [str(source.path), source.compression, *dialect_params, columns, NO_NULL_TEXT]
+    fields_sql = f"s.{quote_identifier(STAGING_FIELDS)}"
+    texts = [f"s.{quote_identifier(name)}" for name in names] + [
+        f"s.{quote_identifier(name)}" for name in raw[len(names) :]
+    ]
+    widths = RowWidths(len(names), fields_sql, _joined_fields_sql(texts, fields_sql, dialect))
+    return _create_staging(cursor, source, read_sql, params, read_as_text=True, widths=widths)
+
+
+def _widest_record(source: InputFile, width: int, dialect_sql: str, dialect_params: list) -> int:
+    """The most fields on one record of the file (at least ``width``); refuses other read errors."""
+    with duckdb.connect() as probe:
+        try:
+            probe.execute(
+                f"SELECT count(*) FROM read_csv(?, header = true, skip = 0, compression = ?, {dialect_sql}, "
+                "all_varchar = true, ignore_errors = true, store_rejects = true, "
+                "rejects_table = 'width_rejects', rejects_scan = 'width_scans')",
+                [str(source.path), source.compression, *dialect_params],
+            ).fetchall()  # the whole result: the rejects table is written when the scan ends
+            other = probe.execute(
+                "SELECT line, error_message FROM width_rejects WHERE error_type::VARCHAR NOT IN ? "
+                "ORDER BY line LIMIT 1",
+                [list(WIDTH_ERRORS)],
+            ).fetchone()
+            messages = probe.execute(
+                "SELECT DISTINCT error_message FROM width_rejects WHERE error_type::VARCHAR = 'TOO MANY COLUMNS'"
+            ).fetchall()
+        except duckdb.Error as error:
+            raise TenureError(
+                f"{source.path} cannot be read as CSV: {_duckdb_reason(error)}",
+                "fix the file or export it again",
+            ) from error
+    if other is not None:
+        raise TenureError(
+            f"{source.path} cannot be read as CSV: record {other[0]}: {other[1]}",
+            "fix the file or export it again",
+        )
+    found = [int(match.group(1)) for (message,) in messages if (match := re.search(r"Found: (\d+)", message))]
+    return max([width, *found])
+
+
+def _joined_fields_sql(texts: list[str], fields_sql: str, dialect: dict[str, str]) -> str:
+    """A staged record's fields joined with the delimiter, quoted where needed, as it was written."""
+    delim, quote = dialect["delim"], dialect["quote"] or '"'
+    special = [delim, quote, "\n", "\r"]
+
+    def field(text: str) -> str:
+        value = f"coalesce({text}, '')"
+        needs_quote = " OR ".join(f"contains({value}, {_sql_text(mark)})" for mark in special)
+        quoted = f"{_sql_text(quote)} || replace({value}, {_sql_text(quote)}, {_sql_text(quote * 2)}) || {_sql_text(quote)}"
+        return f"CASE WHEN {needs_quote} THEN {quoted} ELSE {value} END"
+
+    parts = ", ".join(
+        f"CASE WHEN {fields_sql} > {index} THEN {field(text)} END" for index, text in enumerate(texts)
+    )
+    return f"concat_ws({_sql_text(delim)}, {parts})"
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -654,11 +654,93 @@ def test_a_file_column_named_rowid_keeps_lines_right(store, tmp_path):
     assert json.loads(store.query_one("SELECT properties FROM events")[0]) == {"rowid": 7}
 
 
-def test_rows_of_unequal_width_are_refused_naming_the_file(store, tmp_path):
-    small = write(tmp_path, "ragged.csv", EVENTS_CSV + "u3,2024-01-04 00:00:00,view,0,surplus\n")
-    with pytest.raises(TenureError, match="cannot be read as CSV") as caught:
-        ingest_file(store, small, table="events", skip_bad_rows=True)
-    assert str(small) in str(caught.value)
+MALFORMED_CSV = (
+    "user_id,event_time,event_name,revenue\n"
+    "m1,2024-01-01 10:00:00,view,1\n"
+    "m2,2024-01-02 10:00:00,view,2,surplus\n"
+    "m3,2024-01-03 10:00:00,view,\n"
+    "m4,2024-01-04 10:00:00,view\n"
+    "\n"
+    'm5,"2024-01-05 10:00:00","two\nlines",5\n'
+    "m6,whenever,view,6\n"
+    "m7,2024-01-07 10:00:00,view,7\n"
+)
+MALFORMED_REJECTS = [
+    {
+        "line": "3",
+        "reason": "expected 4 fields (as the header), found 5",
+        "raw_line": "m2,2024-01-02 10:00:00,view,2,surplus",
+    },
+    {
+        "line": "5",
+        "reason": "expected 4 fields (as the header), found 3",
+        "raw_line": "m4,2024-01-04 10:00:00,view",
+    },
+    {"line": "7", "reason": "event_time is not a recognised timestamp", "raw_line": None},
+]
+
+
+@pytest.mark.parametrize("name", ["malformed.csv", "malformed.csv.gz"])
+def test_rows_of_the_wrong_width_are_bad_rows_with_their_lines(store, tmp_path, name):
+    """Too many and too few fields are bad rows; lines after them (past a blank line and a value
+    spanning two lines) keep their numbers; a row ending in an empty field is not short."""
+    before = _store_with_history(store, tmp_path)
+    path = write(tmp_path, name, MALFORMED_CSV)
+    with pytest.raises(BadRowsError) as caught:
+        ingest_file(store, path, table="events")
+    message = str(caught.value)
+    assert str(path) in message and "3 bad rows, nothing loaded" in message
+    assert "line 3, (row): 'm2,2024-01-02 10:00:00,view,2,surplus' - expected 4 fields" in message
+    assert caught.value.bad_rows[["line", "column"]].values.tolist() == [
+        [3, "(row)"],
+        [5, "(row)"],
+        [7, "event_time"],
+    ]
+    assert snapshot(store) == before
+    result = ingest_file(store, path, table="events", skip_bad_rows=True)
+    assert (result.rows_accepted, result.rows_rejected) == (4, 3)
+    loaded = store.query_df(
+        "SELECT user_id, event_time, event_name, revenue FROM events WHERE user_id IN "
+        "('m1', 'm3', 'm5', 'm7') ORDER BY user_id"
+    )
+    assert loaded["user_id"].tolist() == ["m1", "m3", "m5", "m7"]
+    assert loaded["event_name"].tolist() == ["view", "view", "two\nlines", "view"]
+    assert loaded["revenue"].tolist() == [1.0, 0.0, 5.0, 7.0]
+    assert loaded["event_time"].tolist() == [pd.Timestamp(f"2024-01-0{day} 10:00:00") for day in (1, 3, 5, 7)]
+    assert store.query_one("SELECT count(*) FROM events WHERE user_id IN ('m2', 'm4', 'm6')")[0] == 0
+    rejects = pd.read_csv(result.rejects_path, dtype=str, keep_default_na=False, na_values=[""])
+    assert rejects.columns.tolist() == [
+        "user_id",
+        "event_time",
+        "event_name",
+        "revenue",
+        "line",
+        "reason",
+        "raw_line",
+    ]
+    as_records = rejects[["line", "reason", "raw_line"]].astype(object).where(rejects.notna(), None)
+    assert as_records.to_dict("records") == MALFORMED_REJECTS
+    assert rejects["user_id"].isna().tolist() == [True, True, False]
+    assert rejects.loc[2, ["user_id", "event_time"]].tolist() == ["m6", "whenever"]
+    history = store.query_df("SELECT rows_accepted, rows_rejected FROM load_history WHERE source = ?", [name])
+    assert history.values.tolist() == [[4, 3]]
+
+
+def test_cli_refuses_rows_of_the_wrong_width_with_exit_2(tmp_path):
+    path = write(tmp_path, "ragged.csv", MALFORMED_CSV)
+    database = tmp_path / "cli.duckdb"
+    done = run_cli("ingest", str(path), "--table", "events", "--db", str(database))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and str(path) in lines[0] and "3 bad rows" in lines[0] and "line 5, (row)" in lines[0]
+    )
+    done = run_cli("ingest", str(path), "--table", "events", "--db", str(database), "--skip-bad-rows")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "events: 4 rows loaded from ragged.csv (3 rejected -> ragged.rejects.csv)"
+
+
+def test_rows_of_unequal_width_past_the_sniffers_sample(store, tmp_path):
     large = tmp_path / "ragged_large.csv"
     with duckdb.connect() as connection:
         connection.execute(
@@ -667,7 +749,13 @@ def test_rows_of_unequal_width_are_refused_naming_the_file(store, tmp_path):
             [str(large)],
         )
     with large.open("a") as stream:
-        stream.write("u_last,2024-01-01,view,surplus\n")
-    with pytest.raises(TenureError, match="CSV Error on Line: 30002") as caught:
+        stream.write("u_last,2024-01-01,view,surplus\nu_end,2024-01-02,view\n")
+    with pytest.raises(BadRowsError, match="1 bad row, nothing loaded; line 30002, \\(row\\)") as caught:
         ingest_file(store, large, table="events")
     assert str(large) in str(caught.value)
+    result = ingest_file(store, large, table="events", skip_bad_rows=True)
+    assert (result.rows_accepted, result.rows_rejected) == (30001, 1)
+    assert store.query_one("SELECT max(event_time), count(DISTINCT user_id) FROM events") == (
+        pd.Timestamp("2024-01-02").to_pydatetime(),
+        30001,
+    )
