@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import scipy
@@ -46,6 +44,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
 from core.errors import TenureError
+from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
 from core.population import Filters, StartSpec, population_sql
 from core.store import Store
 
@@ -53,7 +52,6 @@ SUMMARY_COLUMNS = ("user_id", "frequency", "recency", "T", "monetary_value", "pu
 PREDICTION_COLUMNS = ("user_id", "churn_prob", "ltv_pred", "p_alive", "expected_purchases", "purchaser")
 DEFAULT_HORIZON_DAYS = 90.0
 DEFAULT_TIME_UNIT_DAYS = 7.0
-MODEL_FILE = "model.json"
 MODEL_KIND = "btyd"
 FORMAT_VERSION = 1
 
@@ -397,17 +395,9 @@ class BTYDModel:
                 "gamma_gamma_customers": self.spend_model_.n_customers_,
             },
             "data_window": asdict(self.data_window_),
-            "versions": {
-                "python": platform.python_version(),
-                "numpy": np.__version__,
-                "scipy": scipy.__version__,
-                "pandas": pd.__version__,
-                "duckdb": duckdb.__version__,
-            },
+            "versions": library_versions(scipy=scipy.__version__),
         }
-        path = directory / MODEL_FILE
-        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        return write_model_json(directory, document)
 
     @classmethod
     def load(cls, directory: str | Path) -> BTYDModel:

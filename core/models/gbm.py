@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from core.errors import TenureError
+from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
 from core.models.features import FEATURE_VERSION, FeatureVocabulary, behaviour_features, feature_vocabulary
 from core.models.labels import labels
 from core.models.spec import ModelSpec
@@ -39,7 +38,6 @@ from core.population import Filters
 from core.store import Store
 
 PREDICTION_COLUMNS = ("user_id", "churn_prob", "ltv_pred")
-MODEL_FILE = "model.json"
 CHURN_FILE = "churn.txt"
 LTV_FILE = "ltv.txt"
 MODEL_KIND = "gbm"
@@ -238,17 +236,9 @@ class GBMModel:
             "data_window": self.data_window_,
             "metrics": self.metrics_,
             "saved_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
-            "versions": {
-                "python": platform.python_version(),
-                "lightgbm": lgb.__version__,
-                "numpy": np.__version__,
-                "pandas": pd.__version__,
-                "duckdb": duckdb.__version__,
-            },
+            "versions": library_versions(lightgbm=lgb.__version__),
         }
-        path = directory / MODEL_FILE
-        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        return write_model_json(directory, document)
 
     @classmethod
     def load(cls, directory: str | Path) -> GBMModel:
