@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,18 @@ class GBMModel:
         self.config = config or GBMConfig()
 
     def fit(
-        self, store: Store, spec: ModelSpec, filters: Filters | None = None, allow_incomplete: bool = False
+        self,
+        store: Store,
+        spec: ModelSpec,
+        filters: Filters | None = None,
+        allow_incomplete: bool = False,
+        user_ids: Collection[str] | None = None,
     ) -> GBMModel:
-        """Fit both boosters on the population at ``spec.as_of`` (labels over ``[T, T + H)``)."""
+        """Fit both boosters on the population at ``spec.as_of`` (labels over ``[T, T + H)``).
+
+        ``user_ids``: fit only on these users of the population (a training split); None = all.
+        The global filters select users by attributes and dates; this selects them by id.
+        """
         vocabulary = feature_vocabulary(store, spec)
         features = behaviour_features(store, spec, filters, vocabulary)
         targets = labels(store, spec, filters, allow_incomplete=allow_incomplete)
@@ -140,6 +150,10 @@ class GBMModel:
                 "choose a later as-of date or wider filters",
             )
         frame = features.merge(targets, on="user_id", how="inner", validate="one_to_one")
+        if user_ids is not None:
+            frame = frame[frame["user_id"].isin(set(user_ids))].reset_index(drop=True)
+            if len(frame) == 0:
+                raise TenureError("none of the given users is in the population", "check the user ids")
         names = vocabulary.feature_names()
         matrix = frame[names].to_numpy(dtype=float)
         churned = frame["churned"].to_numpy(dtype=float)

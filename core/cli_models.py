@@ -1,0 +1,148 @@
+"""`python -m core train` and `python -m core score`: churn/LTV models from the command line.
+
+Contract (docs/METRICS.md, "Training and scoring from the command line"):
+
+- ``train --as-of T --horizon H --model btyd|gbm|all --split users|backtest --out DIR`` writes
+  ``DIR/<model>/`` (each model's folder), ``DIR/metrics.json`` and ``DIR/predictions.csv``
+  (``model, user_id, churn_prob, ltv_pred, churned, ltv_actual``, one row per model and evaluation
+  user). ``seq`` and ``gru`` are not available yet (exit 2); ``all`` trains btyd and gbm.
+- ``score --model DIR --as-of T --out FILE`` writes one row per user of the population at T:
+  ``user_id, churn_prob, ltv_pred, median_weeks_to_churn``.
+
+The logic lives in core/models/training.py; this module only parses flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli_common import add_db_flag, stderr_progress
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from core.durations import parse_duration
+    from core.errors import TenureError
+    from core.models.gbm import GBMConfig
+    from core.models.spec import ModelSpec
+    from core.models.training import parse_as_of, resolve_models, train_models
+    from core.store import Store, resolve_db_path
+
+    models, skipped = resolve_models(args.model)
+    horizon = parse_duration(args.horizon, "--horizon")
+    if horizon.total_seconds() % 86_400:
+        raise TenureError(f"--horizon '{args.horizon}' is not a whole number of days", "use e.g. 90d")
+    spec = ModelSpec(parse_as_of(args.as_of), horizon_days=int(horizon.total_seconds() // 86_400))
+    if skipped:
+        print(f"skipped models not available yet: {', '.join(skipped)}", file=sys.stderr)
+    with Store(resolve_db_path(args.db), read_only=True) as store:
+        table = train_models(
+            store,
+            spec,
+            models,
+            args.split,
+            args.seed,
+            args.out,
+            stderr_progress,
+            gbm_config=GBMConfig(num_trees=args.trees),
+            device=args.device,
+            skipped=skipped,
+        )
+    for row in table.itertuples(index=False):
+        print(
+            f"{row.model}: churn ROC AUC {row.churn_roc_auc:.4f}, LTV normalized Gini "
+            f"{row.ltv_normalized_gini:.4f} on {int(row.churn_users)} evaluation users",
+            file=sys.stderr,
+        )
+    print(args.out)
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from core.models.training import parse_as_of, score_model, write_scores
+    from core.store import Store, resolve_db_path
+
+    as_of = parse_as_of(args.as_of)
+    with Store(resolve_db_path(args.db), read_only=True) as store:
+        scores = score_model(store, args.model, as_of, progress=stderr_progress)
+    print(write_scores(scores, args.out))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``score`` subcommands."""
+    from core.models.training import DEVICES, MODEL_CHOICES, SPLITS
+
+    train = commands.add_parser(
+        "train",
+        help="fit churn/LTV models, evaluate them, write their folders, metrics.json and predictions.csv",
+        description="Fit the churn and LTV models at an as-of date T for a horizon H, evaluate them "
+        "and write DIR/<model>/ (each saved model), DIR/metrics.json (every metric, with the run's "
+        "as-of, horizon, split, seed, user counts and data window) and DIR/predictions.csv (model, "
+        "user_id, churn_prob, ltv_pred, churned, ltv_actual: one row per model and evaluation user). "
+        "churned = 1 when the user has no event in [T, T+H); ltv_actual = revenue in [T, T+H); the "
+        "population is the users who started before T. T + H must not be after the data's end. "
+        "Definitions: docs/METRICS.md.",
+    )
+    add_db_flag(train)
+    train.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the as-of date T (UTC midnight)")
+    train.add_argument(
+        "--horizon",
+        default="90d",
+        metavar="LENGTH",
+        help="the horizon H in whole days, e.g. 90d (default 90d)",
+    )
+    train.add_argument(
+        "--model",
+        required=True,
+        choices=MODEL_CHOICES,
+        help="btyd (BG/NBD + Gamma-Gamma), gbm (LightGBM), all (every available model); "
+        "seq and gru are not available yet",
+    )
+    train.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="users",
+        help="users: fit on 80%% of the users at T, evaluate on the other 20%% at T; backtest: fit at "
+        "T-H (labels up to T) on all users, evaluate at T (default users)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the user split and the GBM; same seed, same run (default 0)",
+    )
+    train.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="recorded in metrics.json; the available models run on the CPU (default auto)",
+    )
+    train.add_argument(
+        "--trees",
+        type=int,
+        default=200,
+        metavar="N",
+        help="boosting rounds of each GBM booster (default 200)",
+    )
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    train.set_defaults(handler=_run_train)
+
+    score = commands.add_parser(
+        "score",
+        help="score every user at an as-of date with a saved model: user_id, churn_prob, ltv_pred, "
+        "median_weeks_to_churn",
+        description="Load a model folder written by train (DIR/btyd or DIR/gbm) and write one row per "
+        "user of the population at --as-of (users who started before it), over the model's own "
+        "horizon: user_id, churn_prob, ltv_pred, median_weeks_to_churn. median_weeks_to_churn is "
+        "for BG/NBD models only: the smallest whole week w (1 to 520) at which the probability of no "
+        "purchase in (T, T + w weeks] is at most 0.5; empty when not reached by 520 weeks, and "
+        "always empty for GBM models (they have no survival curve). Definitions: docs/METRICS.md.",
+    )
+    add_db_flag(score)
+    score.add_argument(
+        "--model", required=True, metavar="DIR", help="a saved model folder (holding model.json)"
+    )
+    score.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the as-of date T (UTC midnight)")
+    score.add_argument("--out", required=True, metavar="FILE", help="the CSV file to write")
+    score.set_defaults(handler=_run_score)

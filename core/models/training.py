@@ -1,0 +1,357 @@
+"""Train, evaluate, save and score the churn/LTV models: what ``python -m core train|score`` runs.
+
+Definitions (docs/METRICS.md, "Training and scoring from the command line"):
+
+- **Splits** of a spec with as-of date T and horizon H:
+  - ``users``: the population at T is split 80/20 by ``core.evaluation.user_split(user_ids,
+    0.2, seed)``; the models are fitted on the 80% at T (labels in ``[T, T + H)``) and
+    evaluated on the other 20% at T.
+  - ``backtest``: the models are fitted on every user of the population at T - H (labels in
+    ``[T - H, T)``, ``core.evaluation.backtest_dates``) and evaluated on every user of the
+    population at T.
+- **Evaluation users**: the users a model is evaluated on (above); ``predictions.csv`` holds one
+  row per model and evaluation user, with the observed ``churned`` (1 = no activity in
+  ``[T, T + H)``, else 0) and ``ltv_actual`` (revenue in ``[T, T + H)``) of core/models/labels.py.
+- **Restricting a model to a set of users**: the models take the global ``Filters``, which select
+  users by attributes and dates, not by id. The BG/NBD model works on an RFM summary, which is
+  filtered by ``user_id`` here; ``GBMModel.fit`` takes the optional ``user_ids`` of its training
+  users, and its predictions are filtered by ``user_id`` here.
+- **median_weeks_to_churn** (``score``, BG/NBD only): the smallest whole number of weeks w in
+  1..``MAX_WEEKS`` with P(no purchase in (T, T + w weeks]) <= 0.5 (``prob_no_purchases``), empty
+  when it is not reached by ``MAX_WEEKS``; empty for every user of a GBM model (it has no
+  survival curve).
+
+The models run on the CPU; the requested device is only recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import TenureError
+from core.evaluation import (
+    backtest_dates,
+    evaluate_churn,
+    evaluate_ltv,
+    metrics_table,
+    user_split,
+    write_metrics_json,
+)
+from core.export import to_safe_csv
+from core.models.artifacts import MODEL_FILE
+from core.models.btyd import BTYDModel, rfm_summary
+from core.models.gbm import GBMConfig, GBMModel
+from core.models.labels import check_complete, labels
+from core.models.spec import ModelSpec
+from core.population import Filters
+from core.store import Store
+
+AVAILABLE_MODELS = ("btyd", "gbm")
+PLANNED_MODELS = ("seq", "gru")
+MODEL_CHOICES = (*PLANNED_MODELS, *AVAILABLE_MODELS, "all")
+SPLITS = ("users", "backtest")
+DEVICES = ("auto", "cpu", "cuda")
+TEST_SHARE = 0.2
+MAX_WEEKS = 520
+PREDICTION_COLUMNS = ("model", "user_id", "churn_prob", "ltv_pred", "churned", "ltv_actual")
+SCORE_COLUMNS = ("user_id", "churn_prob", "ltv_pred", "median_weeks_to_churn")
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+def parse_as_of(text: str) -> dt.datetime:
+    """``YYYY-MM-DD`` (midnight UTC) or ``YYYY-MM-DDTHH:MM:SS`` -> naive UTC datetime."""
+    try:
+        moment = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError as error:
+        raise TenureError(f"--as-of '{text}' is not a date", "write it as YYYY-MM-DD (UTC)") from error
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+def resolve_models(name: str) -> tuple[list[str], list[str]]:
+    """``--model`` -> (models to train, planned models skipped); a planned model alone is refused."""
+    if name == "all":
+        return list(AVAILABLE_MODELS), list(PLANNED_MODELS)
+    if name in PLANNED_MODELS:
+        raise TenureError(
+            f"model '{name}' is not available yet: only {', '.join(AVAILABLE_MODELS)} can be trained",
+            "use --model btyd, gbm or all",
+        )
+    if name not in AVAILABLE_MODELS:
+        raise TenureError(f"unknown model '{name}'", f"use one of {', '.join(MODEL_CHOICES)}")
+    return [name], []
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """Who a split fits on and evaluates on (module docstring).
+
+    Attributes:
+        fit_spec: the spec the models are fitted at (as-of T, or T - H in a backtest).
+        fit_users: the user ids fitted on, all of the population at ``fit_spec.as_of``.
+        eval_labels: labels (``user_id, churned, ltv_actual``) of the evaluation users at T.
+        population: users of the population at T.
+    """
+
+    fit_spec: ModelSpec
+    fit_users: frozenset[str]
+    eval_labels: pd.DataFrame
+    population: int
+
+
+def plan_split(store: Store, spec: ModelSpec, split: str, seed: int, filters: Filters | None) -> SplitPlan:
+    """Evaluation labels at T and the training users of ``split`` (``users`` or ``backtest``)."""
+    if split not in SPLITS:
+        raise TenureError(f"unknown split '{split}'", f"use one of {', '.join(SPLITS)}")
+    at_t = labels(store, spec, filters)
+    if len(at_t) == 0:
+        raise TenureError(f"no users started before {spec.as_of.isoformat()}", "choose a later as-of date")
+    if split == "users":
+        test = user_split(at_t["user_id"], TEST_SHARE, seed)
+        if test.all() or not test.any():
+            raise TenureError(
+                f"the {len(at_t)} users cannot be split 80/20", "choose a later as-of date or wider filters"
+            )
+        fit_users = frozenset(at_t.loc[~test, "user_id"].astype(str))
+        return SplitPlan(spec, fit_users, at_t[test].reset_index(drop=True), len(at_t))
+    dates = backtest_dates(spec.as_of, spec.horizon_days)
+    fit_spec = dataclasses.replace(spec, as_of=dates.train_as_of.to_pydatetime())
+    fit_population = labels(store, fit_spec, filters)
+    if len(fit_population) == 0:
+        raise TenureError(
+            f"no users started before {fit_spec.as_of.isoformat()} (the backtest's training as-of date)",
+            "choose a later as-of date or a shorter horizon",
+        )
+    return SplitPlan(fit_spec, frozenset(fit_population["user_id"].astype(str)), at_t, len(at_t))
+
+
+def _btyd_summary(
+    store: Store, spec: ModelSpec, filters: Filters | None, users: Collection[str]
+) -> pd.DataFrame:
+    """The RFM summary at ``spec.as_of`` of ``users`` only (the adapter from a spec to BG/NBD)."""
+    summary = rfm_summary(store, spec.as_of, filters)
+    return summary[summary["user_id"].isin(set(users))].reset_index(drop=True)
+
+
+def _fit_predict(
+    name: str,
+    store: Store,
+    plan: SplitPlan,
+    spec: ModelSpec,
+    filters: Filters | None,
+    gbm_config: GBMConfig,
+) -> tuple[Any, pd.DataFrame]:
+    """Fit model ``name`` on the plan's training users; its predictions for the evaluation users."""
+    eval_users = set(plan.eval_labels["user_id"])
+    if name == "btyd":
+        model = BTYDModel(horizon_days=spec.horizon_days)
+        model.fit(_btyd_summary(store, plan.fit_spec, filters, plan.fit_users), as_of=plan.fit_spec.as_of)
+        predicted = model.predict(_btyd_summary(store, spec, filters, eval_users))
+    else:
+        model = GBMModel(gbm_config).fit(store, plan.fit_spec, filters, user_ids=plan.fit_users)
+        predicted = model.predict(store, spec, filters)
+        predicted = predicted[predicted["user_id"].isin(eval_users)]
+    return model, predicted[["user_id", "churn_prob", "ltv_pred"]].reset_index(drop=True)
+
+
+def train_models(
+    store: Store,
+    spec: ModelSpec,
+    models: Sequence[str],
+    split: str,
+    seed: int,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    filters: Filters | None = None,
+    gbm_config: GBMConfig | None = None,
+    device: str = "auto",
+    skipped: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Fit, evaluate and save each model; write ``metrics.json`` and ``predictions.csv``.
+
+    Args:
+        store: the event store.
+        spec: as-of date T, horizon H, activity and population (the evaluation's).
+        models: names among ``AVAILABLE_MODELS``.
+        split: ``users`` or ``backtest`` (module docstring).
+        seed: seeds the user split and the GBM.
+        out_dir: written: ``<model>/`` (each model's saved folder), ``metrics.json``,
+            ``predictions.csv`` (columns ``PREDICTION_COLUMNS``).
+        progress: called with (fraction done, message).
+        filters: the global filters; None = everyone.
+        gbm_config: the GBM settings (its seed is replaced by ``seed``); None = defaults.
+        device: recorded in metrics.json; the models run on the CPU.
+        skipped: planned models that were asked for but not trained (recorded).
+
+    Returns:
+        ``core.evaluation.metrics_table`` of the models on the evaluation users.
+    """
+    progress = progress or _no_progress
+    unknown = [name for name in models if name not in AVAILABLE_MODELS]
+    if unknown or not models:
+        raise TenureError(f"cannot train {unknown or 'no model'}", f"use {', '.join(AVAILABLE_MODELS)}")
+    if device not in DEVICES:
+        raise TenureError(f"unknown device '{device}'", f"use one of {', '.join(DEVICES)}")
+    gbm_config = dataclasses.replace(gbm_config or GBMConfig(), seed=int(seed))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_complete(store, spec)
+    progress(0.0, f"labels and {split} split at {spec.as_of.isoformat()}")
+    plan = plan_split(store, spec, split, seed, filters)
+    results: dict[str, tuple[Any, Any]] = {}
+    frames = []
+    for index, name in enumerate(models):
+        progress(index / len(models), f"fitting {name} on {len(plan.fit_users)} users")
+        model, predicted = _fit_predict(name, store, plan, spec, filters, gbm_config)
+        model.save(out / name)
+        frame = plan.eval_labels.merge(predicted, on="user_id", how="inner", validate="one_to_one")
+        if len(frame) == 0:
+            raise TenureError(f"model '{name}' scored none of the evaluation users", "check the filters")
+        churned = frame["churned"].to_numpy(dtype=float)
+        results[name] = (
+            evaluate_churn(churned, frame["churn_prob"].to_numpy(dtype=float)),
+            evaluate_ltv(frame["ltv_actual"].to_numpy(dtype=float), frame["ltv_pred"].to_numpy(dtype=float)),
+        )
+        frames.append(frame.assign(model=name, churned=frame["churned"].astype(int)))
+    progress(0.95, f"writing {METRICS_FILE} and {PREDICTIONS_FILE}")
+    predictions = pd.concat(frames, ignore_index=True)[list(PREDICTION_COLUMNS)]
+    (out / PREDICTIONS_FILE).write_text(to_safe_csv(predictions), encoding="utf-8")
+    data_end = store.data_end()
+    first_event = store.query_one("SELECT min(event_time) FROM events")[0]
+    write_metrics_json(
+        out / METRICS_FILE,
+        results,
+        extra={
+            "as_of": spec.as_of,
+            "horizon_days": spec.horizon_days,
+            "split": split,
+            "seed": int(seed),
+            "test_share": TEST_SHARE if split == "users" else None,
+            "fit_as_of": plan.fit_spec.as_of,
+            "eval_as_of": spec.as_of,
+            "device": {"requested": device, "used": "cpu"},
+            "spec": spec.to_dict(),
+            "filters": (filters or Filters()).to_query_params(),
+            "users": {
+                "population": plan.population,
+                "fit": len(plan.fit_users),
+                "evaluation": len(plan.eval_labels),
+            },
+            "data_window": {
+                "first_event": None if first_event is None else pd.Timestamp(first_event),
+                "data_end": data_end,
+                "fit_labels": [plan.fit_spec.as_of, plan.fit_spec.horizon_end],
+                "eval_labels": [spec.as_of, spec.horizon_end],
+            },
+            "gbm_config": dataclasses.asdict(gbm_config) if "gbm" in models else None,
+            "skipped_models": list(skipped),
+        },
+    )
+    progress(1.0, f"wrote {out}")
+    return metrics_table(results)
+
+
+def model_kind(directory: str | Path) -> str:
+    """The ``kind`` written in ``directory/model.json``."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise TenureError(f"no {MODEL_FILE} in {directory}", "point --model to a folder written by train")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TenureError(
+            f"{path} is not valid JSON", "point --model to a folder written by train"
+        ) from error
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind not in AVAILABLE_MODELS:
+        raise TenureError(
+            f"{path} has unknown model kind '{kind}'", f"Tenure loads {', '.join(AVAILABLE_MODELS)}"
+        )
+    return str(kind)
+
+
+def median_weeks_to_churn(model: BTYDModel, summary: pd.DataFrame, max_weeks: int = MAX_WEEKS) -> np.ndarray:
+    """Smallest whole week w in 1..max_weeks with P(no purchase in (T, T + w weeks]) <= 0.5; NaN if none."""
+    frequency, recency, age = (
+        summary[column].to_numpy(dtype=float) for column in ("frequency", "recency", "T")
+    )
+    weeks = np.full(len(summary), np.nan)
+    pending = np.ones(len(summary), dtype=bool)
+    for week in range(1, max_weeks + 1):
+        if not pending.any():
+            break
+        t = week * 7.0 / model.time_unit_days
+        silent = model.purchase_model_.prob_no_purchases(
+            t, frequency[pending], recency[pending], age[pending]
+        )
+        reached = np.flatnonzero(pending)[silent <= 0.5]
+        weeks[reached] = week
+        pending[reached] = False
+    return weeks
+
+
+def score_model(
+    store: Store,
+    directory: str | Path,
+    as_of: dt.datetime,
+    filters: Filters | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Score every user of the population at ``as_of`` with the saved model in ``directory``.
+
+    Returns:
+        DataFrame ``SCORE_COLUMNS`` sorted by ``user_id``, over the model's own horizon;
+        ``median_weeks_to_churn`` is NaN for GBM models and where not reached (module docstring).
+    """
+    progress = progress or _no_progress
+    kind = model_kind(directory)
+    data_end = store.data_end()
+    if data_end is None:
+        raise TenureError("the store has no events", "load events before scoring")
+    if pd.Timestamp(as_of) > data_end:
+        raise TenureError(
+            f"--as-of {pd.Timestamp(as_of).isoformat()} is after the data's end {data_end.isoformat()}",
+            "score at a date on or before the data's end",
+        )
+    progress(0.0, f"loading the {kind} model from {directory}")
+    if kind == "btyd":
+        model = BTYDModel.load(directory)
+        summary = rfm_summary(store, as_of, filters, time_unit_days=model.time_unit_days)
+        progress(0.5, f"scoring {len(summary)} users")
+        scored = model.predict(summary)[["user_id", "churn_prob", "ltv_pred"]]
+        scored["median_weeks_to_churn"] = median_weeks_to_churn(model, summary)
+    else:
+        gbm = GBMModel.load(directory)
+        spec = dataclasses.replace(gbm.spec_, as_of=as_of)
+        progress(0.5, "scoring")
+        scored = gbm.predict(store, spec, filters)
+        scored["median_weeks_to_churn"] = np.nan
+    progress(1.0, f"scored {len(scored)} users")
+    scored["median_weeks_to_churn"] = scored["median_weeks_to_churn"].astype("Int64")
+    return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
+
+
+def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``scores`` as formula-safe CSV; returns the path."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_safe_csv(scores), encoding="utf-8")
+    return path
