@@ -104,14 +104,22 @@ def test_predictions_hold_only_held_out_users_with_their_labels(
     held_out = expected[[_in_test(user, SEED) for user in expected["user_id"]]]
     predictions = pd.read_csv(trained / "predictions.csv")
     metrics = json.loads((trained / "metrics.json").read_text())
+    validation = [
+        user
+        for user in expected["user_id"]
+        if not _in_test(user, SEED) and _in_test(f"validation:{user}", SEED)
+    ]
     assert metrics["users"] == {
         "population": len(expected),
-        "fit": len(expected) - len(held_out),
+        "fit": len(expected) - len(held_out) - len(validation),
+        "validation": len(validation),
         "evaluation": len(held_out),
     }
     assert 0 < len(held_out) < len(expected) / 2
+    assert 0 < len(validation) < len(expected) / 2
     gbm_window = json.loads((trained / "gbm" / "model.json").read_text())["data_window"]
-    assert gbm_window["users"] == len(expected) - len(held_out)  # fitted on the other 80% only
+    # fitted on the other 80% less the validation users only
+    assert gbm_window["users"] == len(expected) - len(held_out) - len(validation)
     for model, rows in predictions.groupby("model"):
         rows = rows.sort_values("user_id").reset_index(drop=True)
         assert list(rows["user_id"]) == list(held_out["user_id"]), model
@@ -150,7 +158,11 @@ def test_backtest_fits_before_t_and_evaluates_every_user_at_t(small_store_path: 
     assert predictions["churned"].tolist() == expected["churned"].tolist()
     fitted = json.loads((tmp_path / "btyd" / "model.json").read_text())["data_window"]
     assert fitted["as_of"] == "2025-12-01T00:00:00"
-    assert fitted["users"] == len(_population(events, pd.Timestamp("2025-12-01")))
+    at_fit = _population(events, pd.Timestamp("2025-12-01"))
+    validation = {user for user in at_fit if _in_test(f"validation:{user}", 0)}  # the default seed
+    assert 0 < len(validation) < len(at_fit)
+    assert fitted["users"] == len(at_fit) - len(validation)  # less the validation users
+    assert metrics["users"]["validation"] == len(validation)
     assert 0 <= metrics["models"]["btyd"]["churn"]["roc_auc"] <= 1
 
 

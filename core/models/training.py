@@ -9,6 +9,21 @@ Definitions (docs/METRICS.md, "Training and scoring from the command line"):
   - ``backtest``: the models are fitted on every user of the population at T - H (labels in
     ``[T - H, T)``, ``core.evaluation.backtest_dates``) and evaluated on every user of the
     population at T.
+- **Validation users**: before fitting, the users a split would fit on are split again by
+  ``validation_mask`` (``user_split`` of ``"validation:" + user_id`` with share 0.2 and the same
+  seed: a hash independent of the evaluation split). The models are fitted on the rest (the
+  **fitted users**) and predict churn for the validation users at the fit as-of date, whose
+  labels come from the same window as the fitted users'.
+- **Calibration**: an isotonic and a temperature calibrator (``core.evaluation``) are fitted on
+  the validation users' raw churn probabilities and labels. Both minimise the log loss on the
+  users they are fitted on, and temperature scaling is one of the non-decreasing maps isotonic
+  regression chooses among, so their log loss on the validation users themselves always favours
+  isotonic; they are compared by ``CALIBRATION_FOLDS``-fold cross-validated log loss on the
+  validation users instead (each fold scored by the calibrator fitted on the other folds), the
+  lower wins (temperature on a tie), and the winner, fitted on every validation user, is saved
+  as ``<model>/calibration.json`` and applied to the evaluation users' probabilities and, by
+  ``score``, to every scored user. ``churn_prob`` in predictions.csv and the headline churn
+  metrics are calibrated; metrics.json also holds the raw and calibrated ECE and log loss.
 - **Evaluation users**: the users a model is evaluated on (above); ``predictions.csv`` holds one
   row per model and evaluation user, with the observed ``churned`` (1 = no activity in
   ``[T, T + H)``, else 0) and ``ltv_actual`` (revenue in ``[T, T + H)``) of core/models/labels.py.
@@ -38,10 +53,16 @@ import pandas as pd
 
 from core.errors import TenureError
 from core.evaluation import (
+    IsotonicCalibrator,
+    TemperatureCalibrator,
     backtest_dates,
     evaluate_churn,
     evaluate_ltv,
+    expected_calibration_error,
+    log_loss,
+    logits_from_probabilities,
     metrics_table,
+    reliability_table,
     user_split,
     write_metrics_json,
 )
@@ -65,6 +86,14 @@ PREDICTION_COLUMNS = ("model", "user_id", "churn_prob", "ltv_pred", "churned", "
 SCORE_COLUMNS = ("user_id", "churn_prob", "ltv_pred", "median_weeks_to_churn")
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
+VALIDATION_SHARE = 0.2
+VALIDATION_SALT = "validation:"
+CALIBRATION_FILE = "calibration.json"
+RELIABILITY_FILE = "reliability.csv"
+CALIBRATION_FOLDS = 5
+CALIBRATORS = ("temperature", "isotonic")  # in this order on a tie
+
+Calibrator = TemperatureCalibrator | IsotonicCalibrator
 
 Progress = Callable[[float, str], None]
 
@@ -104,15 +133,39 @@ class SplitPlan:
 
     Attributes:
         fit_spec: the spec the models are fitted at (as-of T, or T - H in a backtest).
-        fit_users: the user ids fitted on, all of the population at ``fit_spec.as_of``.
+        fit_users: the user ids fitted on (of the population at ``fit_spec.as_of``, less the
+            validation users).
         eval_labels: labels (``user_id, churned, ltv_actual``) of the evaluation users at T.
         population: users of the population at T.
+        validation_labels: labels at ``fit_spec.as_of`` of the validation users (the
+            calibrators are fitted on them).
     """
 
     fit_spec: ModelSpec
     fit_users: frozenset[str]
     eval_labels: pd.DataFrame
     population: int
+    validation_labels: pd.DataFrame
+
+
+def validation_mask(user_ids: Sequence[Any], seed: int) -> np.ndarray:
+    """True for validation users: ``user_split(["validation:" + str(id)], 0.2, seed)``."""
+    return user_split([VALIDATION_SALT + str(user) for user in user_ids], VALIDATION_SHARE, seed)
+
+
+def _carve_validation(
+    fit_spec: ModelSpec, candidates: pd.DataFrame, eval_labels: pd.DataFrame, population: int, seed: int
+) -> SplitPlan:
+    """Split the users a split would fit on into fitted and validation users (module docstring)."""
+    validation = validation_mask(candidates["user_id"].tolist(), seed)
+    if validation.all() or not validation.any():
+        raise TenureError(
+            f"the {len(candidates)} users to fit on cannot be split into fitting and validation users",
+            "choose a later as-of date or wider filters",
+        )
+    fit_users = frozenset(candidates.loc[~validation, "user_id"].astype(str))
+    validation_labels = candidates[validation].reset_index(drop=True)
+    return SplitPlan(fit_spec, fit_users, eval_labels, population, validation_labels)
 
 
 def plan_split(store: Store, spec: ModelSpec, split: str, seed: int, filters: Filters | None) -> SplitPlan:
@@ -128,8 +181,8 @@ def plan_split(store: Store, spec: ModelSpec, split: str, seed: int, filters: Fi
             raise TenureError(
                 f"the {len(at_t)} users cannot be split 80/20", "choose a later as-of date or wider filters"
             )
-        fit_users = frozenset(at_t.loc[~test, "user_id"].astype(str))
-        return SplitPlan(spec, fit_users, at_t[test].reset_index(drop=True), len(at_t))
+        candidates = at_t[~test].reset_index(drop=True)
+        return _carve_validation(spec, candidates, at_t[test].reset_index(drop=True), len(at_t), seed)
     dates = backtest_dates(spec.as_of, spec.horizon_days)
     fit_spec = dataclasses.replace(spec, as_of=dates.train_as_of.to_pydatetime())
     fit_population = labels(store, fit_spec, filters)
@@ -138,7 +191,7 @@ def plan_split(store: Store, spec: ModelSpec, split: str, seed: int, filters: Fi
             f"no users started before {fit_spec.as_of.isoformat()} (the backtest's training as-of date)",
             "choose a later as-of date or a shorter horizon",
         )
-    return SplitPlan(fit_spec, frozenset(fit_population["user_id"].astype(str)), at_t, len(at_t))
+    return _carve_validation(fit_spec, fit_population, at_t, len(at_t), seed)
 
 
 def _btyd_summary(
@@ -156,18 +209,121 @@ def _fit_predict(
     spec: ModelSpec,
     filters: Filters | None,
     gbm_config: GBMConfig,
-) -> tuple[Any, pd.DataFrame]:
-    """Fit model ``name`` on the plan's training users; its predictions for the evaluation users."""
+) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """Fit model ``name`` on the plan's fitted users.
+
+    Returns:
+        The model, its raw predictions for the evaluation users at T and for the validation
+        users at the fit as-of date (columns ``user_id, churn_prob, ltv_pred``).
+    """
     eval_users = set(plan.eval_labels["user_id"])
+    validation_users = set(plan.validation_labels["user_id"])
+    columns = ["user_id", "churn_prob", "ltv_pred"]
     if name == "btyd":
         model = BTYDModel(horizon_days=spec.horizon_days)
         model.fit(_btyd_summary(store, plan.fit_spec, filters, plan.fit_users), as_of=plan.fit_spec.as_of)
         predicted = model.predict(_btyd_summary(store, spec, filters, eval_users))
+        validation = model.predict(_btyd_summary(store, plan.fit_spec, filters, validation_users))
     else:
         model = GBMModel(gbm_config).fit(store, plan.fit_spec, filters, user_ids=plan.fit_users)
         predicted = model.predict(store, spec, filters)
         predicted = predicted[predicted["user_id"].isin(eval_users)]
-    return model, predicted[["user_id", "churn_prob", "ltv_pred"]].reset_index(drop=True)
+        validation = model.predict(store, plan.fit_spec, filters)
+        validation = validation[validation["user_id"].isin(validation_users)]
+    return (
+        model,
+        predicted[columns].reset_index(drop=True),
+        validation[columns].reset_index(drop=True),
+    )
+
+
+def apply_calibrator(calibrator: Calibrator, p: Any) -> np.ndarray:
+    """Calibrated churn probabilities of raw probabilities ``p`` (temperature works on logits)."""
+    if isinstance(calibrator, TemperatureCalibrator):
+        return calibrator.transform(logits_from_probabilities(p))
+    return calibrator.transform(p)
+
+
+def _fit_calibrator(kind: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
+    if kind == "temperature":
+        return TemperatureCalibrator().fit(logits_from_probabilities(p), y)
+    return IsotonicCalibrator().fit(p, y)
+
+
+def choose_calibrator(
+    user_ids: Sequence[Any], p: Any, y: Any, seed: int
+) -> tuple[Calibrator, dict[str, dict[str, float]]]:
+    """Fit both calibrators on validation users; keep the lower cross-validated log loss.
+
+    The validation users, ordered by ``user_id``, are dealt into ``CALIBRATION_FOLDS`` folds by a
+    seeded permutation; each fold is scored by the calibrator fitted on the other folds.
+
+    Returns:
+        The chosen calibrator fitted on every validation user, and per kind
+        ``{"validation_log_loss": in-sample, "cross_validated_log_loss": out-of-fold}`` (plus
+        ``temperature`` for temperature scaling).
+    """
+    probabilities = np.asarray(p, dtype=float)
+    labels = np.asarray(y, dtype=float)
+    if len(probabilities) < 2 * CALIBRATION_FOLDS:
+        raise TenureError(
+            f"{len(probabilities)} validation users are too few to calibrate on",
+            "choose a later as-of date or wider filters",
+        )
+    order = np.argsort(np.asarray([str(user) for user in user_ids]), kind="stable")
+    folds = np.empty(len(probabilities), dtype=int)
+    folds[order] = np.random.default_rng(int(seed)).permutation(len(probabilities)) % CALIBRATION_FOLDS
+    fitted: dict[str, Calibrator] = {}
+    candidates: dict[str, dict[str, float]] = {}
+    for kind in CALIBRATORS:
+        fitted[kind] = _fit_calibrator(kind, probabilities, labels)
+        out_of_fold = np.empty(len(probabilities))
+        for fold in range(CALIBRATION_FOLDS):
+            held = folds == fold
+            rest = _fit_calibrator(kind, probabilities[~held], labels[~held])
+            out_of_fold[held] = apply_calibrator(rest, probabilities[held])
+        candidates[kind] = {
+            "validation_log_loss": log_loss(labels, apply_calibrator(fitted[kind], probabilities)),
+            "cross_validated_log_loss": log_loss(labels, out_of_fold),
+        }
+    candidates["temperature"]["temperature"] = fitted["temperature"].temperature_
+    chosen = min(CALIBRATORS, key=lambda kind: candidates[kind]["cross_validated_log_loss"])
+    return fitted[chosen], candidates
+
+
+def write_calibrator(directory: str | Path, calibrator: Calibrator) -> Path:
+    """Write ``calibrator.to_dict()`` as ``directory/calibration.json``; returns the path."""
+    path = Path(directory) / CALIBRATION_FILE
+    path.write_text(json.dumps(calibrator.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_calibrator(directory: str | Path) -> Calibrator | None:
+    """The calibrator in ``directory/calibration.json``, or None when the folder has none."""
+    path = Path(directory) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TenureError(f"{path} is not valid JSON", "train the model again") from error
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind == TemperatureCalibrator.kind:
+        return TemperatureCalibrator.from_dict(document)
+    if kind == IsotonicCalibrator.kind:
+        return IsotonicCalibrator.from_dict(document)
+    raise TenureError(f"{path} has unknown calibrator kind '{kind}'", "train the model again")
+
+
+def _reliability(churned: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> pd.DataFrame:
+    """``reliability_table`` of the raw and the calibrated probabilities, column ``which``."""
+    return pd.concat(
+        [
+            reliability_table(churned, raw).assign(which="raw"),
+            reliability_table(churned, calibrated).assign(which="calibrated"),
+        ],
+        ignore_index=True,
+    )
 
 
 def train_models(
@@ -191,9 +347,10 @@ def train_models(
         spec: as-of date T, horizon H, activity and population (the evaluation's).
         models: names among ``AVAILABLE_MODELS``.
         split: ``users`` or ``backtest`` (module docstring).
-        seed: seeds the user split and the GBM.
-        out_dir: written: ``<model>/`` (each model's saved folder), ``metrics.json``,
-            ``predictions.csv`` (columns ``PREDICTION_COLUMNS``).
+        seed: seeds the user and validation splits, the calibration folds and the GBM.
+        out_dir: written: ``<model>/`` (each model's saved folder, with ``calibration.json``
+            and ``reliability.csv``), ``metrics.json``, ``predictions.csv`` (columns
+            ``PREDICTION_COLUMNS``, calibrated ``churn_prob``).
         progress: called with (fraction done, message).
         filters: the global filters; None = everyone.
         gbm_config: the GBM settings (its seed is replaced by ``seed``); None = defaults.
@@ -201,7 +358,8 @@ def train_models(
         skipped: planned models that were asked for but not trained (recorded).
 
     Returns:
-        ``core.evaluation.metrics_table`` of the models on the evaluation users.
+        ``core.evaluation.metrics_table`` of the models on the evaluation users (churn metrics
+        of the calibrated probabilities).
     """
     progress = progress or _no_progress
     unknown = [name for name in models if name not in AVAILABLE_MODELS]
@@ -216,19 +374,42 @@ def train_models(
     progress(0.0, f"labels and {split} split at {spec.as_of.isoformat()}")
     plan = plan_split(store, spec, split, seed, filters)
     results: dict[str, tuple[Any, Any]] = {}
+    calibration: dict[str, dict[str, Any]] = {}
     frames = []
     for index, name in enumerate(models):
         progress(index / len(models), f"fitting {name} on {len(plan.fit_users)} users")
-        model, predicted = _fit_predict(name, store, plan, spec, filters, gbm_config)
+        model, predicted, validation = _fit_predict(name, store, plan, spec, filters, gbm_config)
         model.save(out / name)
+        checked = plan.validation_labels.merge(validation, on="user_id", how="inner", validate="one_to_one")
         frame = plan.eval_labels.merge(predicted, on="user_id", how="inner", validate="one_to_one")
-        if len(frame) == 0:
-            raise TenureError(f"model '{name}' scored none of the evaluation users", "check the filters")
+        if len(frame) == 0 or len(checked) == 0:
+            raise TenureError(
+                f"model '{name}' scored none of the evaluation or validation users", "check the filters"
+            )
+        calibrator, candidates = choose_calibrator(
+            checked["user_id"].tolist(), checked["churn_prob"], checked["churned"], seed
+        )
+        write_calibrator(out / name, calibrator)
         churned = frame["churned"].to_numpy(dtype=float)
+        raw = frame["churn_prob"].to_numpy(dtype=float)
+        calibrated = apply_calibrator(calibrator, raw)
+        frame["churn_prob"] = calibrated
         results[name] = (
-            evaluate_churn(churned, frame["churn_prob"].to_numpy(dtype=float)),
+            evaluate_churn(churned, calibrated),
             evaluate_ltv(frame["ltv_actual"].to_numpy(dtype=float), frame["ltv_pred"].to_numpy(dtype=float)),
         )
+        (out / name / RELIABILITY_FILE).write_text(
+            to_safe_csv(_reliability(churned, raw, calibrated)), encoding="utf-8"
+        )
+        calibration[name] = {
+            "method": calibrator.kind,
+            "validation_users": len(checked),
+            "candidates": candidates,
+            "evaluation": {
+                which: {"ece": expected_calibration_error(churned, p), "log_loss": log_loss(churned, p)}
+                for which, p in (("raw", raw), ("calibrated", calibrated))
+            },
+        }
         frames.append(frame.assign(model=name, churned=frame["churned"].astype(int)))
     progress(0.95, f"writing {METRICS_FILE} and {PREDICTIONS_FILE}")
     predictions = pd.concat(frames, ignore_index=True)[list(PREDICTION_COLUMNS)]
@@ -252,8 +433,11 @@ def train_models(
             "users": {
                 "population": plan.population,
                 "fit": len(plan.fit_users),
+                "validation": len(plan.validation_labels),
                 "evaluation": len(plan.eval_labels),
             },
+            "validation_share": VALIDATION_SHARE,
+            "calibration": calibration,
             "data_window": {
                 "first_event": None if first_event is None else pd.Timestamp(first_event),
                 "data_end": data_end,
@@ -318,6 +502,7 @@ def score_model(
 
     Returns:
         DataFrame ``SCORE_COLUMNS`` sorted by ``user_id``, over the model's own horizon;
+        ``churn_prob`` is calibrated by the folder's ``calibration.json`` when it has one;
         ``median_weeks_to_churn`` is NaN for GBM models and where not reached (module docstring).
     """
     progress = progress or _no_progress
@@ -343,6 +528,9 @@ def score_model(
         progress(0.5, "scoring")
         scored = gbm.predict(store, spec, filters)
         scored["median_weeks_to_churn"] = np.nan
+    calibrator = load_calibrator(directory)
+    if calibrator is not None and len(scored) > 0:
+        scored["churn_prob"] = apply_calibrator(calibrator, scored["churn_prob"].to_numpy(dtype=float))
     progress(1.0, f"scored {len(scored)} users")
     scored["median_weeks_to_churn"] = scored["median_weeks_to_churn"].astype("Int64")
     return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
