@@ -82,6 +82,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "user_id, churn_prob, ltv_pred, churned, ltv_actual: one row per model and evaluation user). "
         "churned = 1 when the user has no event in [T, T+H); ltv_actual = revenue in [T, T+H); the "
         "population is the users who started before T. T + H must not be after the data's end. "
+        "A seeded 20% of the fit users is kept apart as validation users: each model's churn "
+        "probabilities are calibrated on them (temperature or isotonic, chosen by cross-validated log "
+        "loss; DIR/<model>/calibration.json, reliability.csv), and churn_prob is the calibrated value. "
         "Definitions: docs/METRICS.md.",
     )
     add_db_flag(train)
@@ -103,14 +106,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--split",
         choices=SPLITS,
         default="users",
-        help="users: fit on 80%% of the users at T, evaluate on the other 20%% at T; backtest: fit at "
-        "T-H (labels up to T) on all users, evaluate at T (default users)",
+        help="users: fit on 80%% of the users at T (a fifth of them kept for calibration), evaluate on "
+        "the other 20%% at T; backtest: fit at T-H (labels up to T; a fifth kept for calibration), "
+        "evaluate every user at T (default users)",
     )
     train.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="seeds the user split and the GBM; same seed, same run (default 0)",
+        help="seeds the user split, the validation users and the GBM; same seed, same run (default 0)",
     )
     train.add_argument(
         "--device",
