@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import BENCH_DATA_DIR, build_events_store
+from bench.timing import best_of
 from core.funnels import FunnelSpec, funnel_table
 from core.population import Filters
 from core.store import Store
@@ -80,16 +80,6 @@ def pandas_funnel(events: pd.DataFrame, steps: tuple[str, ...], window: dt.timed
         ends = joined[joined["t"] - joined["anchor"] <= window_us]
         counts.append(ends["user"].nunique())
     return counts
-
-
-def best_of(repeat: int, work) -> tuple[float, object]:
-    timings = []
-    result = None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        timings.append(time.perf_counter() - started)
-    return min(timings), result
 
 
 def bench(events: int, repeat: int) -> None:

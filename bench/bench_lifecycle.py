@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import build_events_store
+from bench.timing import best_of
 from core.lifecycle import LifecycleSpec, lifecycle_table
 from core.population import Filters
 from core.store import Store
@@ -87,16 +87,6 @@ def idiomatic_pandas_lifecycle(events: pd.DataFrame) -> pd.DataFrame:
     table = _frame(new.to_numpy(), active.to_numpy(), returning.to_numpy(), first_week)
     assert (table["dormant"].to_numpy() == dormant.to_numpy()).all()
     return table
-
-
-def best_of(repeat: int, work) -> tuple[float, object]:
-    timings = []
-    result = None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        timings.append(time.perf_counter() - started)
-    return min(timings), result
 
 
 def bench(events: int, repeat: int) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import build_events_store
+from bench.timing import best_of
 from core.population import Filters
 from core.retention import RetentionSpec, retention_table
 from core.store import Store
@@ -86,16 +86,6 @@ def idiomatic_pandas_retention(events: pd.DataFrame, data_end: pd.Timestamp) -> 
     table["retained"] = table["retained"].fillna(0).astype(np.int64)
     table["rate"] = table["retained"] / table["eligible"]
     return table.sort_values(["cohort", "period"], ignore_index=True)
-
-
-def best_of(repeat: int, work) -> tuple[float, object]:
-    timings = []
-    result = None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        timings.append(time.perf_counter() - started)
-    return min(timings), result
 
 
 def bench(events: int, repeat: int) -> None:

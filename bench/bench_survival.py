@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import build_events_store
+from bench.timing import best_of
 from core.population import Filters
 from core.store import Store
 from core.survival import SurvivalSpec, durations, kaplan_meier
@@ -85,15 +85,6 @@ def numpy_log_rank(duration: np.ndarray, churned: np.ndarray, groups: np.ndarray
     covariance = np.diag((factor[:, None] * share).sum(axis=0)) - covariance
     difference = observed_minus_expected[:-1]
     return float(difference @ np.linalg.solve(covariance[:-1, :-1], difference))
-
-
-def best_of(repeat: int, work) -> tuple[float, object]:
-    timings, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = work()
-        timings.append(time.perf_counter() - started)
-    return min(timings), result
 
 
 def tenure_km_log_rank(frame: pd.DataFrame):
