@@ -5,7 +5,7 @@ Contract (docs/METRICS.md, "Training and scoring from the command line"):
 - ``train --as-of T --horizon H --model btyd|gbm|all --split users|backtest --out DIR`` writes
   ``DIR/<model>/`` (each model's folder), ``DIR/metrics.json`` and ``DIR/predictions.csv``
   (``model, user_id, churn_prob, ltv_pred, churned, ltv_actual``, one row per model and evaluation
-  user). ``seq`` and ``gru`` are not available yet (exit 2); ``all`` trains btyd and gbm.
+  user). ``all`` trains seq, gru, btyd and gbm.
 - ``score --model DIR --as-of T --out FILE`` writes one row per user of the population at T:
   ``user_id, churn_prob, ltv_pred, median_weeks_to_churn``.
 
@@ -24,6 +24,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from core.durations import parse_duration
     from core.errors import TenureError
     from core.models.gbm import GBMConfig
+    from core.models.sequence import SequenceConfig
     from core.models.spec import ModelSpec
     from core.models.training import parse_as_of, resolve_models, train_models
     from core.store import Store, resolve_db_path
@@ -45,6 +46,7 @@ def _run_train(args: argparse.Namespace) -> int:
             args.out,
             stderr_progress,
             gbm_config=GBMConfig(num_trees=args.trees),
+            sequence_config=SequenceConfig(max_epochs=args.epochs, max_events=args.max_events),
             device=args.device,
             skipped=skipped,
         )
@@ -99,8 +101,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         choices=MODEL_CHOICES,
-        help="btyd (BG/NBD + Gamma-Gamma), gbm (LightGBM), all (every available model); "
-        "seq and gru are not available yet",
+        help="seq (transformer over each user's last events), gru (the same with a GRU encoder), "
+        "btyd (BG/NBD + Gamma-Gamma), gbm (LightGBM), all (every model)",
     )
     train.add_argument(
         "--split",
@@ -120,7 +122,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--device",
         choices=DEVICES,
         default="auto",
-        help="recorded in metrics.json; the available models run on the CPU (default auto)",
+        help="where seq and gru train: auto = CUDA, then Apple MPS, then CPU; the baselines always "
+        "run on the CPU; requested and used device go to metrics.json (default auto)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        metavar="N",
+        help="seq/gru: at most N epochs; training stops earlier after 3 epochs without a better loss on "
+        "the early-stopping users (default 30)",
+    )
+    train.add_argument(
+        "--max-events",
+        type=int,
+        default=48,
+        metavar="N",
+        help="seq/gru: the number of most recent events before T each user's history keeps (default 48)",
     )
     train.add_argument(
         "--trees",
@@ -136,12 +154,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "score",
         help="score every user at an as-of date with a saved model: user_id, churn_prob, ltv_pred, "
         "median_weeks_to_churn",
-        description="Load a model folder written by train (DIR/btyd or DIR/gbm) and write one row per "
-        "user of the population at --as-of (users who started before it), over the model's own "
-        "horizon: user_id, churn_prob, ltv_pred, median_weeks_to_churn. median_weeks_to_churn is "
-        "for BG/NBD models only: the smallest whole week w (1 to 520) at which the probability of no "
-        "purchase in (T, T + w weeks] is at most 0.5; empty when not reached by 520 weeks, and "
-        "always empty for GBM models (they have no survival curve). Definitions: docs/METRICS.md.",
+        description="Load a model folder written by train (DIR/seq, DIR/gru, DIR/btyd or DIR/gbm) and "
+        "write one row per user of the population at --as-of (users who started before it), over the "
+        "model's own horizon: user_id, churn_prob, ltv_pred, median_weeks_to_churn. "
+        "median_weeks_to_churn: for seq and gru, the first week w (0 to W-1) from which the user is "
+        "more likely than not to have no further activity within the horizon, empty when the curve "
+        "stays above 0.5; for BG/NBD, the smallest whole week w (1 to 520) at which the probability of "
+        "no purchase in (T, T + w weeks] is at most 0.5, empty when not reached by 520 weeks; always "
+        "empty for GBM models (they have no survival curve). Definitions: docs/METRICS.md.",
     )
     add_db_flag(score)
     score.add_argument(

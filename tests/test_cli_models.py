@@ -82,16 +82,29 @@ def _train(db: Path, out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def trained(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
-    assert _train(small_store_path, out, "--model", "all", "--seed", str(SEED)) == 0
+    assert (
+        _train(
+            small_store_path, out, "--model", "all", "--seed", str(SEED), "--epochs", "2", "--max-events", "8"
+        )
+        == 0
+    )
     return out
 
 
 def test_train_writes_every_file_with_the_contract_columns(trained: Path) -> None:
-    for name in ("btyd/model.json", "gbm/model.json", "gbm/churn.txt", "gbm/ltv.txt", "metrics.json"):
+    for name in (
+        "btyd/model.json",
+        "gbm/model.json",
+        "gbm/churn.txt",
+        "gbm/ltv.txt",
+        "seq/weights.safetensors",
+        "gru/model.json",
+        "metrics.json",
+    ):
         assert (trained / name).is_file(), name
     predictions = pd.read_csv(trained / "predictions.csv")
     assert list(predictions.columns) == TRAIN_COLUMNS
-    assert set(predictions["model"]) == {"btyd", "gbm"}
+    assert set(predictions["model"]) == {"btyd", "gbm", "seq", "gru"}
     assert predictions["churn_prob"].between(0, 1).all()
     assert (predictions["ltv_pred"] >= 0).all()
 
@@ -129,11 +142,12 @@ def test_predictions_hold_only_held_out_users_with_their_labels(
 
 def test_metrics_json_agrees_with_predictions_csv(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"btyd", "gbm"}
+    assert set(metrics["models"]) == {"btyd", "gbm", "seq", "gru"}
     assert metrics["as_of"] == "2026-03-01T00:00:00"
     assert metrics["horizon_days"] == 90 and metrics["split"] == "users" and metrics["seed"] == SEED
     assert metrics["device"] == {"requested": "auto", "used": "cpu"}
-    assert metrics["skipped_models"] == ["seq", "gru"]
+    assert metrics["skipped_models"] == []
+    assert metrics["sequence_config"]["max_epochs"] == 2 and metrics["sequence_config"]["max_events"] == 8
     predictions = pd.read_csv(trained / "predictions.csv")
     for model, rows in predictions.groupby("model"):
         churn = metrics["models"][model]["churn"]
@@ -237,17 +251,6 @@ def test_score_gbm_leaves_median_weeks_empty(small_store_path: Path, trained: Pa
     merged = predictions.merge(scores, on="user_id", suffixes=("", "_scored"))
     assert len(merged) == len(predictions)
     assert np.allclose(merged["churn_prob"], merged["churn_prob_scored"])
-
-
-@pytest.mark.parametrize("model", ["seq", "gru"])
-def test_models_not_available_yet_exit_2(
-    small_store_path: Path, tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert _train(small_store_path, tmp_path, "--model", model) == 2
-    error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: model '{model}' is not available yet:")
-    assert len(error.splitlines()) == 1
-    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_bad_inputs_exit_2_with_one_line(

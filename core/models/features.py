@@ -129,10 +129,14 @@ def feature_vocabulary(store: Store, spec: ModelSpec) -> FeatureVocabulary:
 
 
 def behaviour_features_sql(
-    store: Store, spec: ModelSpec, filters: Filters | None, vocabulary: FeatureVocabulary
+    store: Store,
+    spec: ModelSpec,
+    filters: Filters | None,
+    vocabulary: FeatureVocabulary,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The one query of ``behaviour_features`` and its bound parameters."""
-    users, params, events = model_users_sql(store, spec, filters)
+    users, params, events = model_users_sql(store, spec, filters, shard)
     as_of = spec.as_of
     names = vocabulary.feature_names()
     stats: list[str] = []
@@ -212,6 +216,7 @@ def behaviour_features(
     spec: ModelSpec,
     filters: Filters | None = None,
     vocabulary: FeatureVocabulary | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Each population user's features at ``spec.as_of`` (module docstring), from events before T.
 
@@ -221,6 +226,7 @@ def behaviour_features(
         filters: the global filters (they select users); None = everyone.
         vocabulary: the event names and attribute values to make columns of; None = the
             vocabulary at ``spec.as_of`` (``feature_vocabulary``).
+        shard: (n, i): only the users with ``user_key % n = i`` (``model_users_sql``).
 
     Returns:
         DataFrame ``user_id`` then ``vocabulary.feature_names()`` (all float), one row per user
@@ -228,5 +234,5 @@ def behaviour_features(
     """
     if vocabulary is None:
         vocabulary = feature_vocabulary(store, spec)
-    sql, params = behaviour_features_sql(store, spec, filters, vocabulary)
+    sql, params = behaviour_features_sql(store, spec, filters, vocabulary, shard)
     return store.query_df(sql, params).reset_index(drop=True)

@@ -32,9 +32,12 @@ def activity_condition(spec: ModelSpec, alias: str = "e") -> tuple[str, list[Any
 
 
 def model_users_sql(
-    store: Store, spec: ModelSpec, filters: Filters | None = None
+    store: Store, spec: ModelSpec, filters: Filters | None = None, shard: tuple[int, int] | None = None
 ) -> tuple[str, list[Any], str]:
     """CTEs (a ``WITH`` body) defining ``model_users(user_key, user_id, start_time)``: the population.
+
+    ``shard`` = (n, i) keeps only the users with ``user_key % n = i``: scoring a large population
+    shard by shard bounds memory without changing any user's result.
 
     Returns:
         (sql, params, events): ``events`` is the keyed events relation the CTEs read, for the
@@ -52,11 +55,15 @@ def model_users_sql(
         lookback_params: list[Any] = [spec.lookback_start, spec.as_of, *activity_params]
     else:
         lookback_params = []
+    shard_sql, shard_params = "", []
+    if shard is not None:
+        shard_sql = " AND p.user_key % ? = ?"
+        shard_params = [int(shard[0]), int(shard[1])]
     sql = f"""
 population AS ({population}),
 eligible AS (
     SELECT p.user_key, p.start_time FROM population p
-    WHERE p.start_time < ?{lookback}
+    WHERE p.start_time < ?{lookback}{shard_sql}
 ),
 model_users AS MATERIALIZED (
     SELECT u.user_key, ids.user_id, u.start_time
@@ -65,7 +72,7 @@ model_users AS MATERIALIZED (
           WHERE user_key IN (SELECT user_key FROM eligible) GROUP BY user_key) ids
         ON ids.user_key = u.user_key
 )"""
-    return sql, [*params, spec.as_of, *lookback_params], events
+    return sql, [*params, spec.as_of, *lookback_params, *shard_params], events
 
 
 def labels_sql(store: Store, spec: ModelSpec, filters: Filters | None = None) -> tuple[str, list[Any]]:

@@ -31,12 +31,14 @@ Definitions (docs/METRICS.md, "Training and scoring from the command line"):
   users by attributes and dates, not by id. The BG/NBD model works on an RFM summary, which is
   filtered by ``user_id`` here; ``GBMModel.fit`` takes the optional ``user_ids`` of its training
   users, and its predictions are filtered by ``user_id`` here.
-- **median_weeks_to_churn** (``score``, BG/NBD only): the smallest whole number of weeks w in
+- **median_weeks_to_churn** (``score``): for BG/NBD, the smallest whole number of weeks w in
   1..``MAX_WEEKS`` with P(no purchase in (T, T + w weeks]) <= 0.5 (``prob_no_purchases``), empty
-  when it is not reached by ``MAX_WEEKS``; empty for every user of a GBM model (it has no
-  survival curve).
+  when it is not reached by ``MAX_WEEKS``; for the sequence models, the smallest week w in
+  0..W-1 whose survival S(w) (an activity event in ``[T + 7w days, T + H)``) is at most 0.5,
+  empty when the curve stays above 0.5 through the horizon; empty for every user of a GBM model
+  (it has no survival curve).
 
-The models run on the CPU; the requested device is only recorded.
+The baselines run on the CPU; the sequence models on the device ``--device`` picks.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ from core.models.spec import ModelSpec
 from core.population import Filters
 from core.store import Store
 
-AVAILABLE_MODELS = ("btyd", "gbm")
-PLANNED_MODELS = ("seq", "gru")
-MODEL_CHOICES = (*PLANNED_MODELS, *AVAILABLE_MODELS, "all")
+SEQUENCE_MODELS = ("seq", "gru")
+AVAILABLE_MODELS = ("btyd", "gbm", *SEQUENCE_MODELS)
+PLANNED_MODELS: tuple[str, ...] = ()
+MODEL_CHOICES = (*AVAILABLE_MODELS, "all")
 SPLITS = ("users", "backtest")
 DEVICES = ("auto", "cpu", "cuda")
 TEST_SHARE = 0.2
@@ -114,14 +117,9 @@ def parse_as_of(text: str) -> dt.datetime:
 
 
 def resolve_models(name: str) -> tuple[list[str], list[str]]:
-    """``--model`` -> (models to train, planned models skipped); a planned model alone is refused."""
+    """``--model`` -> (models to train, planned models skipped)."""
     if name == "all":
         return list(AVAILABLE_MODELS), list(PLANNED_MODELS)
-    if name in PLANNED_MODELS:
-        raise TenureError(
-            f"model '{name}' is not available yet: only {', '.join(AVAILABLE_MODELS)} can be trained",
-            "use --model btyd, gbm or all",
-        )
     if name not in AVAILABLE_MODELS:
         raise TenureError(f"unknown model '{name}'", f"use one of {', '.join(MODEL_CHOICES)}")
     return [name], []
@@ -209,6 +207,8 @@ def _fit_predict(
     spec: ModelSpec,
     filters: Filters | None,
     gbm_config: GBMConfig,
+    sequence_config: Any = None,
+    progress: Progress | None = None,
 ) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
     """Fit model ``name`` on the plan's fitted users.
 
@@ -224,6 +224,16 @@ def _fit_predict(
         model.fit(_btyd_summary(store, plan.fit_spec, filters, plan.fit_users), as_of=plan.fit_spec.as_of)
         predicted = model.predict(_btyd_summary(store, spec, filters, eval_users))
         validation = model.predict(_btyd_summary(store, plan.fit_spec, filters, validation_users))
+    elif name in SEQUENCE_MODELS:
+        from core.models.sequence import SequenceModel
+
+        model = SequenceModel(dataclasses.replace(sequence_config, encoder=name)).fit(
+            store, plan.fit_spec, filters, user_ids=plan.fit_users, progress=progress
+        )
+        predicted = model.predict(store, spec, filters)
+        predicted = predicted[predicted["user_id"].isin(eval_users)]
+        validation = model.predict(store, plan.fit_spec, filters)
+        validation = validation[validation["user_id"].isin(validation_users)]
     else:
         model = GBMModel(gbm_config).fit(store, plan.fit_spec, filters, user_ids=plan.fit_users)
         predicted = model.predict(store, spec, filters)
@@ -339,6 +349,7 @@ def train_models(
     gbm_config: GBMConfig | None = None,
     device: str = "auto",
     skipped: Sequence[str] = (),
+    sequence_config: Any = None,
 ) -> pd.DataFrame:
     """Fit, evaluate and save each model; write ``metrics.json`` and ``predictions.csv``.
 
@@ -354,7 +365,10 @@ def train_models(
         progress: called with (fraction done, message).
         filters: the global filters; None = everyone.
         gbm_config: the GBM settings (its seed is replaced by ``seed``); None = defaults.
-        device: recorded in metrics.json; the models run on the CPU.
+        device: where the sequence models train and score (``auto``: CUDA, then MPS, then
+            CPU); the baselines run on the CPU. Requested and used devices go to metrics.json.
+        sequence_config: a ``core.models.sequence.SequenceConfig`` for ``seq`` and ``gru`` (its
+            encoder, seed and device are replaced); None = defaults.
         skipped: planned models that were asked for but not trained (recorded).
 
     Returns:
@@ -368,6 +382,15 @@ def train_models(
     if device not in DEVICES:
         raise TenureError(f"unknown device '{device}'", f"use one of {', '.join(DEVICES)}")
     gbm_config = dataclasses.replace(gbm_config or GBMConfig(), seed=int(seed))
+    used_device = "cpu"
+    if any(name in SEQUENCE_MODELS for name in models):
+        from core.models.device import pick_device
+        from core.models.sequence import SequenceConfig
+
+        used_device = pick_device(device).type
+        sequence_config = dataclasses.replace(
+            sequence_config or SequenceConfig(), seed=int(seed), device=used_device
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_complete(store, spec)
@@ -378,7 +401,13 @@ def train_models(
     frames = []
     for index, name in enumerate(models):
         progress(index / len(models), f"fitting {name} on {len(plan.fit_users)} users")
-        model, predicted, validation = _fit_predict(name, store, plan, spec, filters, gbm_config)
+
+        def model_progress(fraction: float, message: str, index: int = index) -> None:
+            progress((index + 0.9 * fraction) / len(models), message)
+
+        model, predicted, validation = _fit_predict(
+            name, store, plan, spec, filters, gbm_config, sequence_config, model_progress
+        )
         model.save(out / name)
         checked = plan.validation_labels.merge(validation, on="user_id", how="inner", validate="one_to_one")
         frame = plan.eval_labels.merge(predicted, on="user_id", how="inner", validate="one_to_one")
@@ -427,7 +456,7 @@ def train_models(
             "test_share": TEST_SHARE if split == "users" else None,
             "fit_as_of": plan.fit_spec.as_of,
             "eval_as_of": spec.as_of,
-            "device": {"requested": device, "used": "cpu"},
+            "device": {"requested": device, "used": used_device},
             "spec": spec.to_dict(),
             "filters": (filters or Filters()).to_query_params(),
             "users": {
@@ -445,6 +474,9 @@ def train_models(
                 "eval_labels": [spec.as_of, spec.horizon_end],
             },
             "gbm_config": dataclasses.asdict(gbm_config) if "gbm" in models else None,
+            "sequence_config": dataclasses.asdict(sequence_config)
+            if any(name in SEQUENCE_MODELS for name in models)
+            else None,
             "skipped_models": list(skipped),
         },
     )
@@ -491,12 +523,28 @@ def median_weeks_to_churn(model: BTYDModel, summary: pd.DataFrame, max_weeks: in
     return weeks
 
 
+def median_weeks_from_survival(curves: np.ndarray) -> np.ndarray:
+    """Sequence models: the smallest week w (0..W-1) with S(w) <= 0.5; NaN when none.
+
+    S(w) is the probability of an activity event in ``[T + 7w days, T + H)``: from week w on,
+    the user is more likely than not to have been seen for the last time within the horizon.
+    """
+    weeks = np.full(len(curves), np.nan)
+    if curves.size == 0:
+        return weeks
+    below = curves <= 0.5
+    reached = below.any(axis=1)
+    weeks[reached] = below[reached].argmax(axis=1)
+    return weeks
+
+
 def score_model(
     store: Store,
     directory: str | Path,
     as_of: dt.datetime,
     filters: Filters | None = None,
     progress: Progress | None = None,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Score every user of the population at ``as_of`` with the saved model in ``directory``.
 
@@ -516,7 +564,17 @@ def score_model(
             "score at a date on or before the data's end",
         )
     progress(0.0, f"loading the {kind} model from {directory}")
-    if kind == "btyd":
+    if kind in SEQUENCE_MODELS:
+        from core.models.sequence import SequenceModel
+
+        sequence = SequenceModel.load(directory, device=device)
+        spec = dataclasses.replace(sequence.spec_, as_of=as_of)
+        scored = sequence.predict(
+            store, spec, filters, survival=True, progress=lambda f, m: progress(0.05 + 0.9 * f, m)
+        )
+        curves = scored[[column for column in scored.columns if column.startswith("survival_w")]]
+        scored["median_weeks_to_churn"] = median_weeks_from_survival(curves.to_numpy(dtype=float))
+    elif kind == "btyd":
         model = BTYDModel.load(directory)
         summary = rfm_summary(store, as_of, filters, time_unit_days=model.time_unit_days)
         progress(0.5, f"scoring {len(summary)} users")
