@@ -128,13 +128,24 @@ def test_register_and_remove_from_the_page(
     _, run = registered
     path = copy_store(source_store, tmp_path / "store.duckdb")
     at = open_page(_app(path, monkeypatch, tmp_path / "models"), PAGE)
+    at.text_input(key="models_register_dir").input(str(tmp_path / "missing")).run()
+    next(button for button in at.button if button.label == "Register").click().run()
+    assert not at.exception, at.exception
+    assert "is not a folder" in _texts(at)
+    assert count(path, "SELECT count(*) FROM model_registry") == 0
     at.text_input(key="models_register_dir").input(str(run)).run()
     next(button for button in at.button if button.label == "Register").click().run()
     assert not at.exception, at.exception
+    assert count(path, "SELECT count(*) FROM model_registry") == 2
+    at.multiselect(key="models_compare").set_value(["run-p/gbm"]).run()
+    next(button for button in at.button if button.label == "Register").click().run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="models_compare").value == ["run-p/btyd", "run-p/gbm"]
     assert count(path, "SELECT count(*) FROM model_registry") == 2
     at.multiselect(key="models_remove_ids").set_value(["run-p/btyd"]).run()
     next(button for button in at.button if button.label == "Remove").click().run()
     assert not at.exception, at.exception
     assert count(path, "SELECT count(*) FROM model_registry") == 1
     assert at.multiselect(key="models_compare").value == ["run-p/gbm"]
+    assert at.multiselect(key="models_remove_ids").value == []
     assert (run / "btyd" / "model.json").is_file()

@@ -22,6 +22,7 @@ from pages.shared import cached_models, ui
 JOB_KEY = "models_job"
 SEEN_JOB_KEY = "models_job_seen"
 COMPARE_KEY = "models_compare"
+MANAGE_ERROR_KEY = "models_manage_error"
 POLL_SECONDS = 1.0
 MAX_USER_CHOICES = 1000
 DEFAULT_TREES = GBMConfig().num_trees
@@ -290,28 +291,48 @@ def _timeline_section(
         st.dataframe(table, hide_index=True, key="models_attributions")
 
 
+def _register_clicked(store: Store) -> None:
+    """Callbacks run before the next script run draws any widget, so they may set widget state."""
+    try:
+        ids = registry.register(store, st.session_state["models_register_dir"].strip())
+    except TenureError as error:
+        st.session_state[MANAGE_ERROR_KEY] = error
+        return
+    st.session_state[COMPARE_KEY] = ids
+
+
+def _remove_clicked(store: Store) -> None:
+    try:
+        registry.remove(store, st.session_state["models_remove_ids"])
+    except TenureError as error:
+        st.session_state[MANAGE_ERROR_KEY] = error
+    st.session_state["models_remove_ids"] = []
+
+
 def _manage_section(store: Store, models: pd.DataFrame) -> None:
-    with st.expander("Register or remove models", expanded=False):
+    error = st.session_state.pop(MANAGE_ERROR_KEY, None)
+    with st.expander("Register or remove models", expanded=error is not None):
+        if error is not None:
+            ui.show_error(error)
         left, right = st.columns(2)
         folder = left.text_input(
             "Run folder",
             key="models_register_dir",
             help="A folder written by `python -m core train --out DIR`.",
         )
-        if left.button("Register", key="models_register", disabled=not folder):
-            try:
-                ids = registry.register(store, folder.strip())
-            except TenureError as error:
-                ui.show_error(error)
-            else:
-                st.session_state[COMPARE_KEY] = ids
-                st.rerun()
+        left.button(
+            "Register",
+            key="models_register",
+            disabled=not folder.strip(),
+            on_click=_register_clicked,
+            args=(store,),
+        )
         doomed = right.multiselect(
             "Remove from the registry", models["model_id"].tolist(), key="models_remove_ids"
         )
-        if right.button("Remove", key="models_remove", disabled=not doomed):
-            registry.remove(store, doomed)
-            st.rerun()
+        right.button(
+            "Remove", key="models_remove", disabled=not doomed, on_click=_remove_clicked, args=(store,)
+        )
         st.caption("Removing a model forgets it here; its folder stays on disk.")
 
 
