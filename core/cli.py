@@ -17,13 +17,20 @@ from core.cli_common import add_db_flag, key_value_pairs, print_frame, stderr_pr
 from core.cli_funnel import register as register_funnel
 from core.cli_lifecycle import register as register_lifecycle
 from core.cli_models import register as register_models
+from core.cli_registry import register as register_registry
 from core.cli_survival import register as register_survival
 from core.errors import TenureError
 
 EXIT_BAD_INPUT = 2
 
 # Subcommands defined next to their feature (core/cli_<feature>.py), each a register(commands).
-FEATURE_COMMANDS: tuple = (register_survival, register_lifecycle, register_funnel, register_models)
+FEATURE_COMMANDS: tuple = (
+    register_survival,
+    register_lifecycle,
+    register_funnel,
+    register_models,
+    register_registry,
+)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

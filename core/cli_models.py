@@ -6,6 +6,10 @@ Contract (docs/METRICS.md, "Training and scoring from the command line"):
   ``DIR/<model>/`` (each model's folder), ``DIR/metrics.json`` and ``DIR/predictions.csv``
   (``model, user_id, churn_prob, ltv_pred, churned, ltv_actual``, one row per model and evaluation
   user). ``all`` trains seq, gru, btyd and gbm.
+- After training, ``train`` registers the run in the store's model registry
+  (core/models/registry.py) when it can open the store for writing; when another process holds
+  the store it prints one warning line with the ``models register`` command to run later
+  (``--no-register`` skips this).
 - ``score --model DIR --as-of T --out FILE`` writes one row per user of the population at T:
   ``user_id, churn_prob, ltv_pred, median_weeks_to_churn``.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.cli_common import add_db_flag, stderr_progress
 
@@ -24,7 +29,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from core.durations import parse_duration
     from core.errors import TenureError
     from core.models.gbm import GBMConfig
-    from core.models.sequence import SequenceConfig
+    from core.models.sequence_config import SequenceConfig
     from core.models.spec import ModelSpec
     from core.models.training import parse_as_of, resolve_models, train_models
     from core.store import Store, resolve_db_path
@@ -36,7 +41,9 @@ def _run_train(args: argparse.Namespace) -> int:
     spec = ModelSpec(parse_as_of(args.as_of), horizon_days=int(horizon.total_seconds() // 86_400))
     if skipped:
         print(f"skipped models not available yet: {', '.join(skipped)}", file=sys.stderr)
-    with Store(resolve_db_path(args.db), read_only=True) as store:
+    db_path = resolve_db_path(args.db)
+    with Store(db_path, read_only=True) as store:
+        data_version = store.version()
         table = train_models(
             store,
             spec,
@@ -56,8 +63,35 @@ def _run_train(args: argparse.Namespace) -> int:
             f"{row.ltv_normalized_gini:.4f} on {int(row.churn_users)} evaluation users",
             file=sys.stderr,
         )
+    if not args.no_register:
+        _register_run(args, db_path, data_version)
     print(args.out)
     return 0
+
+
+def _register_run(args: argparse.Namespace, db_path: Path, data_version: str) -> None:
+    """Register the run, opening the store for writing briefly; a held store gets a warning."""
+    from core.cli_registry import register_hint
+    from core.errors import TenureError
+    from core.models.registry import register
+    from core.store import Store
+
+    try:
+        store = Store(db_path)
+    except TenureError:
+        print(
+            f"warning: not registered: another process holds {db_path} (the app?); register later with "
+            f"`{register_hint(args.out, args.db)}`",
+            file=sys.stderr,
+        )
+        return
+    with store:
+        try:
+            ids = register(store, args.out, data_version=data_version)
+        except TenureError as error:
+            print(f"warning: not registered: {error}", file=sys.stderr)
+            return
+    print(f"registered {', '.join(ids)}", file=sys.stderr)
 
 
 def _run_score(args: argparse.Namespace) -> int:
@@ -148,6 +182,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="boosting rounds of each GBM booster (default 200)",
     )
     train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    train.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not record the run in the store's model registry (default: register it when the store "
+        "can be opened for writing; see `models register`)",
+    )
     train.set_defaults(handler=_run_train)
 
     score = commands.add_parser(

@@ -19,7 +19,7 @@ from core.population import Filters, StartSpec, keyed_events_sql, population_sql
 from core.schema import TIME_COLUMNS
 from core.store import Store, quote_identifier
 
-INTERNAL_TABLES = ("load_history", "store_meta")
+INTERNAL_TABLES = ("load_history", "store_meta", "model_registry")
 TRUTH_SCHEMA = "truth"
 ACTIVITY_PERIODS = ("day", "week", "month")
 DAU_WINDOW_DAYS = 28

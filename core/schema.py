@@ -178,6 +178,28 @@ STORE_META_DDL = """
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)
 """
 
+# Trained models, one row per model folder (core/models/registry.py). Created with the store's
+# other tables; opening an older store for writing adds it, and readers of a store opened
+# read-only that lacks it see no models.
+MODEL_REGISTRY_DDL = """
+CREATE TABLE IF NOT EXISTS model_registry (
+    model_id VARCHAR PRIMARY KEY,
+    run_dir VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    created_at TIMESTAMP,
+    registered_at TIMESTAMP NOT NULL,
+    as_of TIMESTAMP,
+    horizon_days INTEGER,
+    split VARCHAR,
+    seed INTEGER,
+    metrics JSON,
+    filters JSON,
+    data_version VARCHAR
+)
+"""
+
 
 def create_table_sql(spec: TableSpec) -> str:
     """`CREATE TABLE IF NOT EXISTS` for a canonical table; required columns are NOT NULL."""

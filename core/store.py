@@ -24,6 +24,7 @@ from core.errors import TenureError
 from core.schema import (
     CANONICAL_TABLES,
     LOAD_HISTORY_DDL,
+    MODEL_REGISTRY_DDL,
     STORE_META_DDL,
     create_table_sql,
     user_key_sql,
@@ -84,7 +85,8 @@ class Store:
             self._create_schema()
 
     def _create_schema(self) -> None:
-        """Create the canonical tables; in a store from before ``events.user_key``, add and fill it.
+        """Create the canonical tables (and the internal ones: load history, meta, model registry);
+        in a store from before ``events.user_key``, add and fill it.
 
         Keys written by a DuckDB whose ``hash`` differs from this one's are recomputed too.
         """
@@ -101,6 +103,7 @@ class Store:
                         )
                 cursor.execute(LOAD_HISTORY_DDL)
                 cursor.execute(STORE_META_DDL)
+                cursor.execute(MODEL_REGISTRY_DDL)
                 stale = cursor.execute(_STALE_USER_KEYS).fetchone()
                 if stale is not None and stale[0]:
                     cursor.execute(f"UPDATE events SET user_key = {user_key_sql()}")

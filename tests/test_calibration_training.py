@@ -70,6 +70,7 @@ def _train(db: Path, out: Path, *extra: str) -> int:
             "15",
             "--out",
             str(out),
+            "--no-register",
             *extra,
         ]
     )

@@ -74,6 +74,7 @@ def _train(db: Path, out: Path, *extra: str) -> int:
             "15",
             "--out",
             str(out),
+            "--no-register",
             *extra,
         ]
     )

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from core.models.features import feature_vocabulary
-from core.models.sequence import SequenceConfig, SequenceModel, _bucketed_batches
+from core.models.sequence import SequenceModel, _bucketed_batches
+from core.models.sequence_config import SequenceConfig
 from core.models.sequence_net import (
     NetConfig,
     SequenceNet,

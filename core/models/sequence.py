@@ -33,7 +33,7 @@ import json
 import math
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,8 @@ from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
 from core.models.device import pick_device
 from core.models.features import FeatureVocabulary, feature_vocabulary
 from core.models.labels import model_users_sql
+from core.models.sequence_config import ENCODERS, SequenceConfig
 from core.models.sequence_net import (
-    ENCODERS,
     NetConfig,
     SequenceNet,
     hazard_loss,
@@ -78,47 +78,6 @@ Progress = Callable[[float, str], None]
 
 class TrainingCancelled(TenureError):
     """Raised inside ``fit`` when its cancel event is set; nothing is saved."""
-
-
-@dataclass(frozen=True)
-class SequenceConfig:
-    """Settings of a sequence model; the defaults are the ones the benchmark reports."""
-
-    encoder: str = "seq"
-    max_events: int = 48
-    hidden: int = 32
-    layers: int = 2
-    heads: int = 4
-    dropout: float = 0.1
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.01
-    max_epochs: int = 30
-    patience: int = 3
-    early_stopping_share: float = 0.1
-    clip_norm: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    score_batch_size: int = 2048
-    score_shard_users: int = 50_000
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise TenureError(f"unknown encoder '{self.encoder}'", f"use one of {', '.join(ENCODERS)}")
-        for name in ("max_events", "hidden", "layers", "heads", "batch_size", "max_epochs", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise TenureError(
-                    f"{name} must be at least 1, not {getattr(self, name)}", "use a positive number"
-                )
-        if self.hidden % self.heads:
-            raise TenureError(
-                f"hidden size {self.hidden} is not a multiple of {self.heads} attention heads",
-                "choose sizes where heads divides hidden",
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SequenceConfig:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
 def _signed_log(values: np.ndarray) -> np.ndarray:

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ENCODERS = ("seq", "gru")
 WEEKDAYS = 7
 HOURS = 24
 MAX_LOG_VALUE = math.log(1e7)  # caps exp() of the lognormal mean: no overflow in float32 or bf16

@@ -385,7 +385,7 @@ def train_models(
     used_device = "cpu"
     if any(name in SEQUENCE_MODELS for name in models):
         from core.models.device import pick_device
-        from core.models.sequence import SequenceConfig
+        from core.models.sequence_config import SequenceConfig
 
         used_device = pick_device(device).type
         sequence_config = dataclasses.replace(

@@ -1,0 +1,56 @@
+"""Cached reads of training runs for the Models page.
+
+A run's files never change after it is registered (retraining writes a new folder), but a folder
+registered again in place would: entries are keyed by the models' ids and paths and by the
+modification times of the files read, so they drop when a file is rewritten.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from core.models import curves, results
+from core.models.training import PREDICTIONS_FILE, RELIABILITY_FILE
+
+KEY_COLUMNS = ["model_id", "run_dir", "model_name", "path"]
+
+
+class Comparison(NamedTuple):
+    """The chosen models' evaluation predictions and what the page draws from them."""
+
+    predictions: pd.DataFrame
+    roc: pd.DataFrame
+    pr: pd.DataFrame
+    deciles: pd.DataFrame
+    reliability: pd.DataFrame
+
+
+def _modified(path: Path) -> float:
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _comparison(models_key: tuple[tuple[str, ...], ...], stamps: tuple[float, ...]) -> Comparison:
+    models = pd.DataFrame(list(models_key), columns=KEY_COLUMNS)
+    predictions = results.model_predictions(models)
+    return Comparison(
+        predictions=predictions,
+        roc=curves.roc_by_model(predictions, by="model_id"),
+        pr=curves.pr_by_model(predictions, by="model_id"),
+        deciles=curves.deciles_by_model(predictions, by="model_id"),
+        reliability=results.model_reliability(models),
+    )
+
+
+def comparison(models: pd.DataFrame) -> Comparison:
+    """``Comparison`` of registered models (rows of ``registry.list_models``)."""
+    key = tuple(tuple(str(value) for value in row) for row in models[KEY_COLUMNS].itertuples(index=False))
+    stamps = tuple(
+        _modified(Path(row.run_dir) / PREDICTIONS_FILE) + _modified(Path(row.path) / RELIABILITY_FILE)
+        for row in models.itertuples(index=False)
+    )
+    return _comparison(key, stamps)
