@@ -27,6 +27,9 @@ Definitions (docs/METRICS.md, "Training and scoring from the command line"):
 - **Evaluation users**: the users a model is evaluated on (above); ``predictions.csv`` holds one
   row per model and evaluation user, with the observed ``churned`` (1 = no activity in
   ``[T, T + H)``, else 0) and ``ltv_actual`` (revenue in ``[T, T + H)``) of core/models/labels.py.
+- **Training profile**: each ``<model>/model.json`` also gets ``training_profile``
+  (core/models/training_profile.py): the event names, window and history lengths of the
+  population at the fit as-of date, which scoring an uploaded file compares against.
 - **Restricting a model to a set of users**: the models take the global ``Filters``, which select
   users by attributes and dates, not by id. The BG/NBD model works on an RFM summary, which is
   filtered by ``user_id`` here; ``GBMModel.fit`` takes the optional ``user_ids`` of its training
@@ -72,6 +75,7 @@ from core.models.btyd import BTYDModel, rfm_summary
 from core.models.gbm import GBMConfig, GBMModel
 from core.models.labels import check_complete, labels
 from core.models.spec import ModelSpec
+from core.models.training_profile import training_profile, write_training_profile
 from core.population import Filters
 from core.store import Store
 
@@ -376,10 +380,12 @@ def train_models(
     results: dict[str, tuple[Any, Any]] = {}
     calibration: dict[str, dict[str, Any]] = {}
     frames = []
+    profile = training_profile(store, plan.fit_spec.as_of, filters)
     for index, name in enumerate(models):
         progress(index / len(models), f"fitting {name} on {len(plan.fit_users)} users")
         model, predicted, validation = _fit_predict(name, store, plan, spec, filters, gbm_config)
         model.save(out / name)
+        write_training_profile(out / name, profile)
         checked = plan.validation_labels.merge(validation, on="user_id", how="inner", validate="one_to_one")
         frame = plan.eval_labels.merge(predicted, on="user_id", how="inner", validate="one_to_one")
         if len(frame) == 0 or len(checked) == 0:
