@@ -45,6 +45,7 @@ PAGES = (
     ("/lifecycle?period=week", "Lifecycle", "lifecycle"),
     ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
     ("/stickiness?span=4w", "Stickiness", "stickiness"),
+    ("/score", "Score", "score"),
     ("/data", "Data", "data"),
     ("/", "tiny", "home"),
     ("/?seg.country=US&from=2025-09-10", "tiny", "home_filtered"),

@@ -37,6 +37,7 @@ import pandas as pd
 
 from core.errors import TenureError
 from core.ingest import BadRowsError, IngestResult, ingest_file
+from core.models.artifacts import MODEL_FILE
 from core.models.drift import (
     FLAG_COLUMNS,
     MIN_EVENTS,
@@ -47,13 +48,14 @@ from core.models.drift import (
 )
 from core.models.training import SCORE_COLUMNS, model_kind, score_model
 from core.models.training_profile import load_training_profile
-from core.store import Store, quote_identifier
+from core.store import SAMPLE_DATA_DIR, Store, quote_identifier
 
 MAX_SCORE_EVENTS = 2_000_000
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 SCORE_BATCH_USERS = 50_000
 TOP_USERS = 20
 FLAGS_SUFFIX = ".flags.csv"
+DEFAULT_MODELS_DIR = SAMPLE_DATA_DIR / "models"
 LIMIT_HINT = (
     "split the file by user and score the parts, or load it into a store with `python -m core ingest` "
     "and score the store with `python -m core score --db`"
@@ -314,3 +316,11 @@ def flags_path(out: str | Path) -> Path:
     """The flags file beside a scores file: ``scores.csv`` -> ``scores.flags.csv``."""
     out = Path(out)
     return out.with_name(out.stem + FLAGS_SUFFIX)
+
+
+def model_folders(root: str | Path = DEFAULT_MODELS_DIR) -> list[Path]:
+    """Folders under ``root`` (at any depth) holding a ``model.json``, sorted; none when it is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(path.parent for path in root.rglob(MODEL_FILE))
