@@ -12,6 +12,9 @@ Contract (docs/METRICS.md, "Training and scoring from the command line"):
   (``--no-register`` skips this).
 - ``score --model DIR --as-of T --out FILE`` writes one row per user of the population at T:
   ``user_id, churn_prob, ltv_pred, median_weeks_to_churn``.
+- ``score --events FILE [--users FILE] [--map ..] [--set ..] [--skip-bad-rows] [--rejects PATH]``
+  scores the users of an events file instead (core/models/upload_scoring.py): same four
+  columns, plus ``<out stem>.flags.csv`` (``user_id, flag, reason``) and notes on stderr.
 
 The logic lives in core/models/training.py; this module only parses flags.
 """
@@ -19,6 +22,7 @@ The logic lives in core/models/training.py; this module only parses flags.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -96,12 +100,73 @@ def _register_run(args: argparse.Namespace, db_path: Path, data_version: str) ->
 
 def _run_score(args: argparse.Namespace) -> int:
     from core.models.training import parse_as_of, score_model, write_scores
-    from core.store import Store, resolve_db_path
 
     as_of = parse_as_of(args.as_of)
+    if args.events is not None:
+        return _score_events(args, as_of)
+    from core.errors import TenureError
+    from core.store import Store, resolve_db_path
+
+    upload_only = [flag for flag, value in _UPLOAD_FLAGS.items() if getattr(args, value)]
+    if upload_only:
+        verb = "is" if len(upload_only) == 1 else "are"
+        raise TenureError(f"{', '.join(upload_only)} {verb} only used with --events", "add --events FILE")
     with Store(resolve_db_path(args.db), read_only=True) as store:
         scores = score_model(store, args.model, as_of, progress=stderr_progress)
     print(write_scores(scores, args.out))
+    return 0
+
+
+_UPLOAD_FLAGS = {
+    "--map": "map",
+    "--set": "set",
+    "--skip-bad-rows": "skip_bad_rows",
+    "--rejects": "rejects",
+    "--users": "users",
+}
+
+
+def _score_events(args: argparse.Namespace, as_of: dt.datetime) -> int:
+    """``score --events FILE``: score an events file in a private in-memory store."""
+    from core.cli_common import key_value_pairs
+    from core.errors import TenureError
+    from core.export import to_safe_csv
+    from core.models.training import write_scores
+    from core.models.upload_scoring import flags_path, score_upload
+
+    if args.db:
+        raise TenureError("--db is not used with --events", "drop --db: the file is scored on its own")
+    report = score_upload(
+        Path(args.events),
+        Path(args.model),
+        as_of,
+        column_map=key_value_pairs(args.map, "--map"),
+        constants=key_value_pairs(args.set, "--set"),
+        skip_bad_rows=args.skip_bad_rows,
+        rejects_path=Path(args.rejects) if args.rejects else None,
+        users_path=Path(args.users) if args.users else None,
+        progress=stderr_progress,
+    )
+    out = write_scores(report.scores, args.out)
+    flags = flags_path(out)
+    flags.write_text(to_safe_csv(report.flags), encoding="utf-8")
+    print(report.summary(), file=sys.stderr)
+    if report.events.rows_rejected:
+        print(f"warning: {report.events.summary()}", file=sys.stderr)
+    if report.users_not_scored:
+        print(
+            f"note: {report.users_not_scored:,} users have no event before the as-of date and are not scored",
+            file=sys.stderr,
+        )
+    for line in report.drift.lines():
+        print(f"note: {line}", file=sys.stderr)
+    if report.flagged_users:
+        print(
+            f"warning: {report.flagged_users:,} users have too little history to trust their scores "
+            f"(see {flags})",
+            file=sys.stderr,
+        )
+    print(out)
     return 0
 
 
@@ -192,8 +257,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     score = commands.add_parser(
         "score",
-        help="score every user at an as-of date with a saved model: user_id, churn_prob, ltv_pred, "
-        "median_weeks_to_churn",
+        help="score every user at an as-of date with a saved model (from the store, or from an events "
+        "file with --events): user_id, churn_prob, ltv_pred, median_weeks_to_churn",
         description="Load a model folder written by train (DIR/seq, DIR/gru, DIR/btyd or DIR/gbm) and "
         "write one row per user of the population at --as-of (users who started before it), over the "
         "model's own horizon: user_id, churn_prob, ltv_pred, median_weeks_to_churn. "
@@ -201,7 +266,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "more likely than not to have no further activity within the horizon, empty when the curve "
         "stays above 0.5; for BG/NBD, the smallest whole week w (1 to 520) at which the probability of "
         "no purchase in (T, T + w weeks] is at most 0.5, empty when not reached by 520 weeks; always "
-        "empty for GBM models (they have no survival curve). Definitions: docs/METRICS.md.",
+        "empty for GBM models (they have no survival curve). With --events FILE the users of "
+        "that file are scored instead, in a private in-memory store that is then discarded (no store "
+        "is read or written; --db is refused): the file is checked like `ingest` (--map, --set, "
+        "--skip-bad-rows, --rejects), at most 2,000,000 events and 200 MiB; events on or after "
+        "--as-of are ignored. Besides FILE it writes <out stem>.flags.csv (user_id, flag, reason: "
+        "users with fewer than 2 events or a first event less than 7 days before --as-of) and prints "
+        "on stderr what the file holds that the model was not trained on. Definitions: "
+        "docs/METRICS.md.",
     )
     add_db_flag(score)
     score.add_argument(
@@ -209,4 +281,35 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the as-of date T (UTC midnight)")
     score.add_argument("--out", required=True, metavar="FILE", help="the CSV file to write")
+    score.add_argument(
+        "--events",
+        metavar="FILE",
+        help="score the users of this events file (CSV, CSV.gz or Parquet) instead of a store",
+    )
+    score.add_argument(
+        "--users", metavar="FILE", help="with --events: a users file giving the users' attributes"
+    )
+    score.add_argument(
+        "--map",
+        action="append",
+        metavar="SRC=DST",
+        help="with --events: map file column SRC to canonical column DST (repeatable)",
+    )
+    score.add_argument(
+        "--set",
+        action="append",
+        metavar="COL=VALUE",
+        help="with --events: fill missing column COL with VALUE (repeatable)",
+    )
+    score.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="with --events: score the good rows and write the bad ones to a rejects file instead of "
+        "refusing the file",
+    )
+    score.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="with --events: where to write rejected rows (default: FILE.rejects.csv)",
+    )
     score.set_defaults(handler=_run_score)

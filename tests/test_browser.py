@@ -46,6 +46,7 @@ PAGES = (
     ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
     ("/stickiness?span=4w", "Stickiness", "stickiness"),
     ("/models", "Models", "models"),
+    ("/score", "Score", "score"),
     ("/data", "Data", "data"),
     ("/", "tiny", "home"),
     ("/?seg.country=US&from=2025-09-10", "tiny", "home_filtered"),

@@ -27,6 +27,9 @@ Definitions (docs/METRICS.md, "Training and scoring from the command line"):
 - **Evaluation users**: the users a model is evaluated on (above); ``predictions.csv`` holds one
   row per model and evaluation user, with the observed ``churned`` (1 = no activity in
   ``[T, T + H)``, else 0) and ``ltv_actual`` (revenue in ``[T, T + H)``) of core/models/labels.py.
+- **Training profile**: each ``<model>/model.json`` also gets ``training_profile``
+  (core/models/training_profile.py): the event names, window and history lengths of the
+  population at the fit as-of date, which scoring an uploaded file compares against.
 - **Restricting a model to a set of users**: the models take the global ``Filters``, which select
   users by attributes and dates, not by id. The BG/NBD model works on an RFM summary, which is
   filtered by ``user_id`` here; ``GBMModel.fit`` takes the optional ``user_ids`` of its training
@@ -74,6 +77,7 @@ from core.models.btyd import BTYDModel, rfm_summary
 from core.models.gbm import GBMConfig, GBMModel
 from core.models.labels import check_complete, labels
 from core.models.spec import ModelSpec
+from core.models.training_profile import training_profile, write_training_profile
 from core.population import Filters
 from core.store import Store
 
@@ -399,6 +403,7 @@ def train_models(
     results: dict[str, tuple[Any, Any]] = {}
     calibration: dict[str, dict[str, Any]] = {}
     frames = []
+    profile = training_profile(store, plan.fit_spec.as_of, filters)
     for index, name in enumerate(models):
         progress(index / len(models), f"fitting {name} on {len(plan.fit_users)} users")
 
@@ -409,6 +414,7 @@ def train_models(
             name, store, plan, spec, filters, gbm_config, sequence_config, model_progress
         )
         model.save(out / name)
+        write_training_profile(out / name, profile)
         checked = plan.validation_labels.merge(validation, on="user_id", how="inner", validate="one_to_one")
         frame = plan.eval_labels.merge(predicted, on="user_id", how="inner", validate="one_to_one")
         if len(frame) == 0 or len(checked) == 0:

@@ -1,0 +1,98 @@
+"""The Score page (pages/models/score.py) under AppTest: no model, a scored file, a refused file.
+
+AppTest cannot upload files, so the page's scripted path (``st.session_state["score_events_path"]``)
+stands in for the uploader; the expected numbers come from pandas over the same file and from a
+direct DuckDB count of the store the app has open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from app_helpers import count, metric_value, open_page, table_with
+from streamlit.testing.v1 import AppTest
+from upload_helpers import AS_OF, export_events, train_models_at_as_of
+
+PAGE = "pages/models/score.py"
+OTHER_FOLDER = "(another folder)"
+
+
+@pytest.fixture(scope="module")
+def trained_models(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_models_at_as_of(small_store_path, tmp_path_factory.mktemp("page_models"))
+
+
+@pytest.fixture(scope="module")
+def events_csv(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_events(small_store_path, tmp_path_factory.mktemp("page_files") / "events.csv")
+
+
+def _choose_model(app: AppTest, folder: Path) -> AppTest:
+    app.selectbox(key="score_model_choice").select(OTHER_FOLDER).run()
+    app.text_input(key="score_model_path").input(str(folder)).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_page_without_a_model_says_how_to_train_one(app: AppTest, tmp_path: Path) -> None:
+    open_page(app, PAGE)
+    assert app.title[0].value == "Score"
+    _choose_model(app, tmp_path)
+    info = " ".join(box.value for box in app.info)
+    assert "holds no model.json" in info and "python -m core train" in info
+    assert not app.button
+
+
+def test_page_scores_a_file_and_leaves_the_store_untouched(
+    app: AppTest, tiny_store: Path, trained_models: Path, events_csv: Path
+) -> None:
+    open_page(app, PAGE)
+    history_before = count(tiny_store, "SELECT count(*) FROM load_history")
+    events_before = count(tiny_store, "SELECT count(*) FROM events")
+    digest_before = hashlib.sha256(tiny_store.read_bytes()).hexdigest()
+    _choose_model(app, trained_models / "btyd")
+    app.session_state["score_events_path"] = str(events_csv)
+    app.run()
+    app.date_input(key="score_as_of").set_value(pd.Timestamp(AS_OF).date()).run()
+    app.button(key="score_run").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, [box.value for box in app.error]
+    events = pd.read_csv(events_csv, parse_dates=["event_time"])
+    before = events[events["event_time"] < pd.Timestamp(AS_OF)]
+    per_user = before.groupby("user_id")["event_time"].agg(["count", "min"])
+    history_days = (pd.Timestamp(AS_OF) - per_user["min"]).dt.total_seconds() / 86_400
+    flagged = set(per_user.index[(per_user["count"] < 2) | (history_days < 7)])
+    assert metric_value(app, "Users scored") == f"{len(per_user):,}"
+    assert metric_value(app, "Flagged users") == f"{len(flagged):,}"
+    ignored = int((events["event_time"] >= pd.Timestamp(AS_OF)).sum())
+    assert metric_value(app, "Events ignored (on or after as-of)") == f"{ignored:,}"
+    table = table_with(app, "user_id", "churn_prob", "ltv_pred", "median_weeks_to_churn", "flag")
+    shown = [frame.value for frame in app.dataframe if "flag" in frame.value.columns]
+    everyone = max(shown, key=len)
+    assert set(everyone.loc[everyone["flag"] != "", "user_id"]) == flagged
+    assert len(table) <= len(everyone)
+    at_risk = shown[0]
+    assert at_risk["churn_prob"].is_monotonic_decreasing
+    assert at_risk["churn_prob"].iloc[0] == everyone["churn_prob"].max()
+    assert count(tiny_store, "SELECT count(*) FROM load_history") == history_before
+    assert count(tiny_store, "SELECT count(*) FROM events") == events_before
+    assert hashlib.sha256(tiny_store.read_bytes()).hexdigest() == digest_before
+
+
+def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "user_id,event_time,event_name\na,2026-01-01 10:00:00,view\nb,never,view\n", encoding="utf-8"
+    )
+    open_page(app, PAGE)
+    _choose_model(app, trained_models / "btyd")
+    app.session_state["score_events_path"] = str(path)
+    app.run()
+    app.button(key="score_run").click().run()
+    assert not app.exception, app.exception
+    errors = " ".join(box.value for box in app.error)
+    assert "line 3, event_time" in errors and "nothing scored" in errors
+    assert table_with(app, "line", "column", "reason")["line"].tolist() == [3]
