@@ -274,3 +274,27 @@ def test_train_and_score_sequence_models(small_store_path: Path, tmp_path: Path)
     assert list(scores.columns) == ["user_id", "churn_prob", "ltv_pred", "median_weeks_to_churn"]
     weeks = scores["median_weeks_to_churn"].dropna()
     assert len(weeks) > 0 and weeks.between(0, 12).all()
+
+
+def test_integrated_gradients_add_up_and_name_the_users_events(
+    small_store_path: Path, fitted: SequenceModel, tmp_path: Path, events: pd.DataFrame
+) -> None:
+    """Completeness: contributions sum to f(x) - f(baseline); one row per event the model read."""
+    from core.models.attribution import integrated_gradients
+    from core.models.timeline import attributions
+
+    spec = ModelSpec(AS_OF.to_pydatetime())
+    fitted.save(tmp_path / "seq")
+    with Store(small_store_path, read_only=True) as store:
+        built = build_inputs(store, spec, None, fitted.vocabulary_, fitted.feature_vocabulary_, MAX_EVENTS)
+        for row in np.flatnonzero(built.lengths > 2)[:5]:
+            contributions, at_x, at_baseline = integrated_gradients(fitted, built, int(row), steps=256)
+            assert len(contributions) == built.lengths[row]
+            assert contributions.sum() == pytest.approx(at_x - at_baseline, abs=2e-3)
+        user = str(built.user_ids[np.flatnonzero(built.lengths == MAX_EVENTS)[0]])
+        table = attributions(tmp_path / "seq", store, user, AS_OF.to_pydatetime())
+    expected = events[(events["user_id"] == user) & (events["event_time"] < AS_OF)]
+    expected = expected.sort_values("event_time").tail(MAX_EVENTS)
+    assert list(table.columns) == ["event_time", "event_name", "contribution"]
+    assert sorted(table["event_time"]) == sorted(expected["event_time"])
+    assert table["contribution"].abs().is_monotonic_decreasing

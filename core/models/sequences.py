@@ -160,7 +160,7 @@ before AS (
             e.revenue DESC NULLS LAST
     )
 )
-SELECT u.user_id, least(b.n, ?) - b.rn AS position, b.event_name, b.item_id, b.revenue,
+SELECT u.user_id, least(b.n, ?) - b.rn AS position, b.event_time, b.event_name, b.item_id, b.revenue,
     (epoch_us(CAST(? AS TIMESTAMP)) - epoch_us(b.event_time)) / {_HOUR_US} AS hours_to_as_of,
     (epoch_us(b.event_time) - epoch_us(b.previous_time)) / {_HOUR_US} AS gap_hours,
     isodow(b.event_time) - 1 AS weekday, hour(b.event_time) AS hour

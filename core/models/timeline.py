@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,8 @@ ATTRIBUTION_COLUMNS = ("event_time", "event_name", "contribution")
 Attributor = Callable[[Path, Store, str, dt.datetime], pd.DataFrame]
 
 _ATTRIBUTORS: dict[str, Attributor] = {}
+# Kinds whose attributor lives in a module that is imported on first use (it needs torch).
+LAZY_ATTRIBUTORS = {"seq": "core.models.attribution", "gru": "core.models.attribution"}
 
 
 def user_timeline(store: Store, user_id: str, as_of: dt.datetime, horizon_days: int) -> pd.DataFrame:
@@ -56,7 +59,7 @@ def register_attributor(kind: str, attributor: Attributor) -> None:
 
 
 def has_attributions(kind: str) -> bool:
-    return kind in _ATTRIBUTORS
+    return kind in _ATTRIBUTORS or kind in LAZY_ATTRIBUTORS
 
 
 def _kind(model_dir: Path) -> str | None:
@@ -74,7 +77,10 @@ def attributions(
     """Which of the user's events before ``as_of`` moved the model's score most; None when the
     model's kind has no attributions (module docstring)."""
     directory = Path(model_dir)
-    attributor = _ATTRIBUTORS.get(_kind(directory) or "")
+    kind = _kind(directory) or ""
+    if kind in LAZY_ATTRIBUTORS and kind not in _ATTRIBUTORS:
+        import_module(LAZY_ATTRIBUTORS[kind])  # registers itself; imports torch only when needed
+    attributor = _ATTRIBUTORS.get(kind)
     if attributor is None:
         return None
     table = attributor(directory, store, str(user_id), as_of)

@@ -308,6 +308,11 @@ def _timeline_section(
         )
     else:
         st.markdown("**Events that moved the churn probability most**")
+        st.caption(
+            "Integrated gradients over the events' embeddings: each event's share of the change from a "
+            "history with the same number of blank events to this user's own (raw, uncalibrated) churn "
+            "probability; positive pushed towards churn. The contributions add up to that change."
+        )
         st.dataframe(table, hide_index=True, key="models_attributions")
 
 
