@@ -1,7 +1,7 @@
 """Churn and LTV models on CDNOW and on the simulated sample: quality, speed, and the oracle's ceiling.
 
 Usage: python bench/bench_models.py [--models btyd,gbm] [--datasets cdnow,sample] [--json PATH]
-       [--scale-db /tmp/big.duckdb] [--scale-users-note TEXT]
+       [--scale-db STORE [STORE ...]]
 
 Every model is trained and scored through ``core.models.training.train_models`` / ``score_model``,
 so any model kind in ``AVAILABLE_MODELS`` runs here; names not (yet) available are skipped with a
@@ -24,10 +24,11 @@ Cases:
   date of ``truth.user_outcomes`` whose horizon ends within the data, and the **oracle** on the same
   evaluation users: the simulator's true churn probability and expected revenue used as the
   predictions (``core.models.oracle``): the ceiling of every metric.
-- ``--scale-db``: a large simulated store (``python -m core generate --users 1000000 --db PATH``);
-  each model trained on the sample's ``users`` split scores every user of it at the same as-of
-  date, each in a fresh process, whose wall time and peak resident memory (``getrusage``) are
-  reported.
+- ``--scale-db``: simulated stores of growing size (``python -m core generate --users 1000000
+  --db PATH``); each model trained on the sample's ``users`` split scores it at midnight of its last event's day
+  (so nearly every user, and every event, counts), each in a fresh process, whose wall time and
+  peak resident memory are reported; ``--scale-memory-limit 1GB`` repeats it with DuckDB's
+  ``memory_limit`` set.
 
 The user split uses ``--seed`` (0). The script prints the tables and writes them as JSON with
 ``--json``.
@@ -222,39 +223,64 @@ def _progress_line(row: dict[str, Any]) -> str:
     )
 
 
-def _score_child(directory: str, db: str, as_of: str, queue: Any) -> None:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux's ``VmHWM`` when available: ``getrusage``'s ``ru_maxrss`` survives ``execve``, so a
+    process spawned by a large parent starts with the parent's peak; ``VmHWM`` is the new
+    process's own. Elsewhere, ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _score_child(directory: str, db: str, as_of: str, memory_limit: str | None, queue: Any) -> None:
     """Score in a fresh process so its peak RSS is this scoring's alone."""
     with Store(db, read_only=True) as store:
-        baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if memory_limit:
+            with store.cursor() as cursor:
+                cursor.execute("SET memory_limit = ?", [memory_limit])
+        before = peak_rss_mib()
         started = time.perf_counter()
         scored = score_model(store, directory, pd.Timestamp(as_of).to_pydatetime())
         seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put(
-        {
-            "seconds": seconds,
-            "users": len(scored),
-            "peak_rss_mib": peak_kib / 1024,
-            "rss_before_mib": baseline_kib / 1024,
-        }
+        {"seconds": seconds, "users": len(scored), "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
     )
 
 
-def scale_rows(folders: dict[str, Path], db: Path, as_of: dt.datetime) -> list[dict[str, Any]]:
-    """Each model folder scores every user of ``db`` at ``as_of`` in its own process."""
+def scale_rows(folders: dict[str, Path], db: Path, memory_limit: str | None = None) -> list[dict[str, Any]]:
+    """Each model folder scores ``db`` in its own process at midnight of its last event's day.
+
+    That as-of date puts (nearly) every user of the store in the population, and every event
+    before it is read. ``memory_limit``: DuckDB's ``memory_limit`` in that process (None: DuckDB's
+    default, 80% of the machine's memory).
+    """
     context = multiprocessing.get_context("spawn")
     with Store(db, read_only=True) as store:
         users = store.query_one("SELECT count(*) FROM users")[0]
         events = store.query_one("SELECT count(*) FROM events")[0]
+        data_end = store.data_end()
+    if data_end is None:
+        raise SystemExit(f"{db} has no events")
+    as_of = data_end.floor("D").to_pydatetime()
     rows = []
     for name, directory in folders.items():
         queue = context.Queue()
-        child = context.Process(target=_score_child, args=(str(directory), str(db), as_of.isoformat(), queue))
+        child = context.Process(
+            target=_score_child, args=(str(directory), str(db), as_of.isoformat(), memory_limit, queue)
+        )
         child.start()
         result = queue.get()
         child.join()
         row = {
             "model": name,
+            "duckdb_memory_limit": memory_limit or "default",
             "store_users": users,
             "store_events": events,
             "as_of": as_of.date().isoformat(),
@@ -298,7 +324,15 @@ def main() -> None:
     parser.add_argument("--cdnow-db", type=Path, default=PROJECT_ROOT / "sample_data" / "cdnow.duckdb")
     parser.add_argument("--cdnow-horizon-days", type=int, default=CDNOW_HORIZON_DAYS)
     parser.add_argument("--cdnow-backtest-horizon-days", type=int, default=CDNOW_BACKTEST_HORIZON_DAYS)
-    parser.add_argument("--scale-db", type=Path, help="a large simulated store to time scoring on")
+    parser.add_argument(
+        "--scale-db", type=Path, nargs="+", default=[], help="simulated stores to time scoring on"
+    )
+    parser.add_argument(
+        "--scale-memory-limit",
+        nargs="*",
+        default=[],
+        help="also score each --scale-db store with these DuckDB memory limits (e.g. 1GB)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the user split's seed (default 0)")
     parser.add_argument("--out", type=Path, help="where the models are saved (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="write every figure as JSON to this file")
@@ -328,10 +362,13 @@ def main() -> None:
             rows, folders = run_case(case, models, args.seed, out)
             quality += rows
             if case.dataset == "sample" and case.split == "users" and not scale_folders:
-                scale_folders, scale_as_of = folders, case.spec.as_of
-        scale = (
-            scale_rows(scale_folders, args.scale_db, scale_as_of) if args.scale_db and scale_folders else []
-        )
+                scale_folders = folders
+        scale = [
+            row
+            for db in args.scale_db
+            for limit in (None, *args.scale_memory_limit)
+            for row in scale_rows(scale_folders, db, limit)
+        ]
     total_s = time.perf_counter() - started
 
     print(markdown(quality, list(QUALITY_COLUMNS)))
