@@ -25,9 +25,9 @@ Cases:
   evaluation users: the simulator's true churn probability and expected revenue used as the
   predictions (``core.models.oracle``): the ceiling of every metric.
 - ``--scale-db``: simulated stores of growing size (``python -m core generate --users 1000000
-  --db PATH``); each model trained on the sample's ``users`` split scores it at midnight of its last event's day
-  (so nearly every user, and every event, counts), each in a fresh process, whose wall time and
-  peak resident memory are reported; ``--scale-memory-limit 1GB`` repeats it with DuckDB's
+  --db PATH``); each model trained on the sample's ``users`` split scores each store at midnight
+  of its last event's day (so nearly every user, and every event, counts), in a fresh process,
+  whose wall time and peak resident memory are reported; ``--scale-memory-limit 1GB`` repeats it with DuckDB's
   ``memory_limit`` set.
 
 The user split uses ``--seed`` (0). The script prints the tables and writes them as JSON with
@@ -55,6 +55,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.datasets import build_dataset
+from core.errors import TenureError
 from core.evaluation import evaluate_churn, evaluate_ltv
 from core.models.oracle import oracle_predictions, truth_dates
 from core.models.spec import ModelSpec
@@ -300,7 +301,7 @@ def scale_rows(folders: dict[str, Path], db: Path, memory_limit: str | None = No
 
 
 def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A GitHub table of ``rows`` (floats: 3 decimals, times: 2; None: blank)."""
+    """A GitHub table of ``rows`` (floats: 3 decimals, from 1,000 up whole; None: blank)."""
 
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and pd.isna(value)):
@@ -320,10 +321,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="btyd,gbm", help="comma-separated model names (default btyd,gbm)")
     parser.add_argument("--datasets", default="cdnow,sample", help="comma-separated: cdnow, sample")
-    parser.add_argument("--sample-db", type=Path, default=PROJECT_ROOT / "sample_data" / "tenure.duckdb")
-    parser.add_argument("--cdnow-db", type=Path, default=PROJECT_ROOT / "sample_data" / "cdnow.duckdb")
-    parser.add_argument("--cdnow-horizon-days", type=int, default=CDNOW_HORIZON_DAYS)
-    parser.add_argument("--cdnow-backtest-horizon-days", type=int, default=CDNOW_BACKTEST_HORIZON_DAYS)
+    parser.add_argument(
+        "--sample-db",
+        type=Path,
+        default=PROJECT_ROOT / "sample_data" / "tenure.duckdb",
+        help="the simulated store (default sample_data/tenure.duckdb)",
+    )
+    parser.add_argument(
+        "--cdnow-db",
+        type=Path,
+        default=PROJECT_ROOT / "sample_data" / "cdnow.duckdb",
+        help="the CDNOW store, built if missing (default sample_data/cdnow.duckdb)",
+    )
+    parser.add_argument(
+        "--cdnow-horizon-days",
+        type=int,
+        default=CDNOW_HORIZON_DAYS,
+        help=f"horizon of the CDNOW user split from 1997-10-01 (default {CDNOW_HORIZON_DAYS})",
+    )
+    parser.add_argument(
+        "--cdnow-backtest-horizon-days",
+        type=int,
+        default=CDNOW_BACKTEST_HORIZON_DAYS,
+        help=f"horizon of the CDNOW backtest at 1997-10-01 (default {CDNOW_BACKTEST_HORIZON_DAYS})",
+    )
     parser.add_argument(
         "--scale-db", type=Path, nargs="+", default=[], help="simulated stores to time scoring on"
     )
@@ -392,4 +413,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TenureError as error:
+        raise SystemExit(f"error: {error.message}" + (f" ({error.hint})" if error.hint else "")) from None
