@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import integrate
+from scipy import integrate, stats
 from scipy.special import betaln, gammaln
 
 from core.models.btyd import (
@@ -372,3 +372,22 @@ def test_non_purchasers_are_scored_from_their_start(cdnow_model: BTYDModel) -> N
     assert predicted["churn_prob"] == pytest.approx(((alpha + 10) / (alpha + 10 + 90 / 7)) ** r)
     assert predicted["ltv_pred"] == pytest.approx(predicted["expected_purchases"] * p * gamma / (q - 1))
     assert not predicted["purchaser"]
+
+
+def test_gamma_gamma_fit_stays_exact_when_spend_is_constant_per_customer() -> None:
+    """Constant spend per customer puts the maximum at p -> infinity: the inverse-gamma limit.
+
+    There, the Gamma-Gamma likelihood of m_x tends to the inverse-gamma(q, p gamma) likelihood,
+    whatever x, so scipy's inverse-gamma fit of the m_x gives the supremum independently. The
+    fit must approach it from below (an earlier form of the likelihood lost every digit at large
+    p and reported log-likelihoods above zero) and predict that limit's mean spend.
+    """
+    rng = np.random.default_rng(0)
+    frequency = rng.geometric(0.5, 300)
+    spend = stats.invgamma(3.0, scale=50.0).rvs(300, random_state=rng)
+    fitted = GammaGammaFitter().fit(frequency, spend)
+    shape, _, scale = stats.invgamma.fit(spend, floc=0)
+    supremum = stats.invgamma(shape, scale=scale).logpdf(spend).sum()
+    assert supremum - 1e-2 < fitted.log_likelihood_ <= supremum + 1e-6
+    assert fitted.params_["q"] == pytest.approx(shape, rel=1e-3)
+    assert fitted.conditional_expected_spend(0, 0.0) == pytest.approx(scale / (shape - 1), rel=1e-3)

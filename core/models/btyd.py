@@ -254,7 +254,12 @@ class GammaGammaFitter:
     Fitted by maximum likelihood of the mean transaction value m_x of customers with x > 0 repeat
     transactions (Fader, Hardie & Lee 2005, "RFM and CLV", appendix; Colombo & Jiang 1999):
     f(m_x | p, q, gamma, x) = Gamma(px + q) / (Gamma(px) Gamma(q)) gamma^q m_x^(px-1) x^(px)
-    / (gamma + m_x x)^(px + q), over log-parameters from the fixed start p = q = gamma = 1.
+    / (gamma + m_x x)^(px + q), over log-parameters from the fixed start p = q = gamma = 1,
+    evaluated as -log B(px, q) - log m_x - px log(1 + gamma / (x m_x)) - q log(1 + x m_x / gamma)
+    (the same value, computed without cancellation). When the spread of m_x across customers does
+    not narrow as x grows (the model's only evidence of within-customer variation), the maximum lies
+    at p -> infinity with p gamma fixed: the limit where m_x is inverse-gamma(q, p gamma)
+    whatever x; the fit then stops at a large p whose likelihood and predictions are that limit's.
     Learned: ``params_`` (dict p, q, gamma), ``log_likelihood_``, ``n_customers_``.
     """
 
@@ -269,17 +274,17 @@ class GammaGammaFitter:
                 "no repeat purchasers with spend to fit Gamma-Gamma on", "choose a later as-of date"
             )
 
+        total = x * spend
+
         def objective(log_params: np.ndarray) -> float:
             p, q, gamma = np.exp(log_params)
             px = p * x
+            # The density above, rearranged so that no two large terms cancel: as p grows (spend
+            # nearly constant within each customer) the likelihood tends to a finite limit, while
+            # gammaln(px + q) - gammaln(px) and px log(x m_x) - px log(gamma + x m_x) each lose all
+            # their digits once px passes about 1e15, which the optimiser then exploits.
             log_density = (
-                gammaln(px + q)
-                - gammaln(px)
-                - gammaln(q)
-                + q * np.log(gamma)
-                + (px - 1) * np.log(spend)
-                + px * np.log(x)
-                - (px + q) * np.log(gamma + spend * x)
+                -betaln(px, q) - np.log(spend) - px * np.log1p(gamma / total) - q * np.log1p(total / gamma)
             )
             value = -np.sum(log_density)
             return value if np.isfinite(value) else np.inf
