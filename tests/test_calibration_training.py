@@ -22,6 +22,7 @@ from core.evaluation import (
 )
 from core.models.btyd import BTYDModel, rfm_summary
 from core.models.gbm import GBMModel
+from core.models.sequence import SequenceModel
 from core.models.training import choose_calibrator
 from core.store import Store
 
@@ -29,7 +30,7 @@ AS_OF = "2026-03-01"
 FIT_AS_OF_BACKTEST = "2025-12-01"
 HORIZON = pd.Timedelta(days=90)
 SEED = 5
-MODELS = ("btyd", "gbm")
+MODELS = ("btyd", "gbm", "seq", "gru")
 
 
 def _hash_share(text: str) -> float:
@@ -46,14 +47,22 @@ def _in_validation(user_id: str, seed: int) -> bool:
 
 
 def _labels(path: Path, as_of: pd.Timestamp) -> pd.DataFrame:
-    """churned over [T, T + 90 days) of the users whose first event is before T, in plain pandas."""
+    """churned and ltv_actual over [T, T + 90 days) of the users whose first event is before T,
+    in plain pandas."""
     with Store(path, read_only=True) as store:
-        events = store.query_df("SELECT user_id, event_time FROM events")
+        events = store.query_df("SELECT user_id, event_time, revenue FROM events")
     first = events.groupby("user_id")["event_time"].min()
     users = sorted(first[first < as_of].index)
     window = events[(events["event_time"] >= as_of) & (events["event_time"] < as_of + HORIZON)]
     active = set(window["user_id"])
-    return pd.DataFrame({"user_id": users, "churned": [int(user not in active) for user in users]})
+    revenue = window.groupby("user_id")["revenue"].sum(min_count=1).fillna(0.0)
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "churned": [int(user not in active) for user in users],
+            "ltv_actual": [float(revenue.get(user, 0.0)) for user in users],
+        }
+    )
 
 
 def _train(db: Path, out: Path, *extra: str) -> int:
@@ -71,22 +80,30 @@ def _train(db: Path, out: Path, *extra: str) -> int:
             "--out",
             str(out),
             "--no-register",
+            "--epochs",
+            "2",
+            "--max-events",
+            "8",
             *extra,
         ]
     )
 
 
 def _raw(path: Path, folder: Path, name: str, as_of: str) -> pd.DataFrame:
-    """The saved model's uncalibrated churn_prob of every user at ``as_of``, straight from the model."""
+    """The saved model's uncalibrated churn_prob and ltv_pred of every user at ``as_of``, straight
+    from the model."""
     moment = pd.Timestamp(as_of).to_pydatetime()
     with Store(path, read_only=True) as store:
         if name == "btyd":
             model = BTYDModel.load(folder)
             predicted = model.predict(rfm_summary(store, moment, time_unit_days=model.time_unit_days))
+        elif name in ("seq", "gru"):
+            sequence = SequenceModel.load(folder, device="cpu")
+            predicted = sequence.predict(store, dataclasses.replace(sequence.spec_, as_of=moment))
         else:
             model = GBMModel.load(folder)
             predicted = model.predict(store, dataclasses.replace(model.spec_, as_of=moment))
-    return predicted[["user_id", "churn_prob"]]
+    return predicted[["user_id", "churn_prob", "ltv_pred"]]
 
 
 def _calibrate(document: dict, p: np.ndarray) -> np.ndarray:
@@ -350,3 +367,52 @@ def test_score_applies_an_isotonic_calibration(small_store_path: Path, trained: 
     assert np.allclose(scores["churn_prob_x"], expected, atol=1e-12)
     (folder / "calibration.json").write_text('{"kind": "platt"}', encoding="utf-8")
     assert main(argv) == 2
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ltv_scale_is_fitted_on_validation_users_and_applied(
+    small_store_path: Path, trained: Path, name: str, tmp_path: Path
+) -> None:
+    """factor = sum of actual / sum of raw predicted LTV over the validation users (pandas labels);
+    predictions.csv and score both report raw LTV times the factor (to float32 precision: the
+    sequence networks compute in float32, and batches of other sizes round differently)."""
+    expected = _labels(small_store_path, pd.Timestamp(AS_OF))
+    validation = expected[
+        [not _in_test(user, SEED) and _in_validation(user, SEED) for user in expected["user_id"]]
+    ]
+    raw = _raw(small_store_path, trained / name, name, AS_OF)
+    checked = validation.merge(raw, on="user_id")
+    assert len(checked) == len(validation)
+    document = json.loads((trained / name / "ltv_calibration.json").read_text(encoding="utf-8"))
+    factor = checked["ltv_actual"].sum() / checked["ltv_pred"].sum()
+    assert document["kind"] == "scale" and document["factor"] == pytest.approx(factor, rel=1e-6)
+    assert document["validation_users"] == len(validation)
+    predictions = (
+        pd.read_csv(trained / "predictions.csv")
+        .query("model == @name")
+        .merge(raw, on="user_id", suffixes=("", "_raw"))
+    )
+    assert np.allclose(predictions["ltv_pred"], predictions["ltv_pred_raw"] * factor, rtol=1e-6)
+    metrics = json.loads((trained / "metrics.json").read_text(encoding="utf-8"))
+    report = metrics["calibration"][name]["ltv"]["evaluation"]
+    assert report["mean_predicted_calibrated"] == pytest.approx(predictions["ltv_pred"].mean())
+    assert metrics["models"][name]["ltv"]["mean_predicted"] == pytest.approx(predictions["ltv_pred"].mean())
+    out = tmp_path / "scores.csv"
+    assert (
+        main(
+            [
+                "score",
+                "--db",
+                str(small_store_path),
+                "--model",
+                str(trained / name),
+                "--as-of",
+                AS_OF,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    scored = pd.read_csv(out).merge(raw, on="user_id", suffixes=("", "_raw"))
+    assert np.allclose(scored["ltv_pred"], scored["ltv_pred_raw"] * factor, rtol=1e-6)

@@ -24,6 +24,9 @@ Definitions (docs/METRICS.md, "Training and scoring from the command line"):
   as ``<model>/calibration.json`` and applied to the evaluation users' probabilities and, by
   ``score``, to every scored user. ``churn_prob`` in predictions.csv and the headline churn
   metrics are calibrated; metrics.json also holds the raw and calibrated ECE and log loss.
+- **LTV level**: ``core.models.ltv_calibration``: factor = Σ actual / Σ raw predicted LTV over
+  the validation users, saved as ``<model>/ltv_calibration.json`` and applied to every reported
+  and scored ``ltv_pred`` (ranks unchanged).
 - **Evaluation users**: the users a model is evaluated on (above); ``predictions.csv`` holds one
   row per model and evaluation user, with the observed ``churned`` (1 = no activity in
   ``[T, T + H)``, else 0) and ``ltv_actual`` (revenue in ``[T, T + H)``) of core/models/labels.py.
@@ -76,6 +79,7 @@ from core.models.artifacts import MODEL_FILE
 from core.models.btyd import BTYDModel, rfm_summary
 from core.models.gbm import GBMConfig, GBMModel
 from core.models.labels import check_complete, labels
+from core.models.ltv_calibration import fit_ltv_scale, load_ltv_scale, write_ltv_scale
 from core.models.spec import ModelSpec
 from core.models.training_profile import training_profile, write_training_profile
 from core.population import Filters
@@ -425,6 +429,10 @@ def train_models(
             checked["user_id"].tolist(), checked["churn_prob"], checked["churned"], seed
         )
         write_calibrator(out / name, calibrator)
+        ltv_scale = fit_ltv_scale(checked["ltv_actual"], checked["ltv_pred"])
+        write_ltv_scale(out / name, ltv_scale)
+        raw_ltv = frame["ltv_pred"].to_numpy(dtype=float)
+        frame["ltv_pred"] = ltv_scale.apply(raw_ltv)
         churned = frame["churned"].to_numpy(dtype=float)
         raw = frame["churn_prob"].to_numpy(dtype=float)
         calibrated = apply_calibrator(calibrator, raw)
@@ -443,6 +451,14 @@ def train_models(
             "evaluation": {
                 which: {"ece": expected_calibration_error(churned, p), "log_loss": log_loss(churned, p)}
                 for which, p in (("raw", raw), ("calibrated", calibrated))
+            },
+            "ltv": {
+                **ltv_scale.to_dict(),
+                "evaluation": {
+                    "mean_actual": float(frame["ltv_actual"].mean()),
+                    "mean_predicted_raw": float(raw_ltv.mean()),
+                    "mean_predicted_calibrated": float(frame["ltv_pred"].mean()),
+                },
             },
         }
         frames.append(frame.assign(model=name, churned=frame["churned"].astype(int)))
@@ -595,6 +611,9 @@ def score_model(
     calibrator = load_calibrator(directory)
     if calibrator is not None and len(scored) > 0:
         scored["churn_prob"] = apply_calibrator(calibrator, scored["churn_prob"].to_numpy(dtype=float))
+    ltv_scale = load_ltv_scale(directory)
+    if ltv_scale is not None:
+        scored["ltv_pred"] = ltv_scale.apply(scored["ltv_pred"].to_numpy(dtype=float))
     progress(1.0, f"scored {len(scored)} users")
     scored["median_weeks_to_churn"] = scored["median_weeks_to_churn"].astype("Int64")
     return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
