@@ -18,6 +18,7 @@ import streamlit as st
 from core import figures_scoring
 from core.errors import TenureError
 from core.ingest import BadRowsError
+from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
 from core.models.training_profile import load_training_profile
 from core.models.upload_scoring import (
@@ -68,9 +69,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _registered_folders() -> list[Path]:
+    """Folders of the models registered in the current store that still exist, newest first."""
+    try:
+        models = registry.list_models(ui.get_store())
+    except TenureError:
+        return []
+    return [Path(path) for path in models["path"] if (Path(path) / "model.json").is_file()]
+
+
 def _model_input() -> Path | None:
-    """The model folder: one found under sample_data/models, or any folder typed in."""
-    found = model_folders(DEFAULT_MODELS_DIR)
+    """The model folder: a registered one, one found under sample_data/models, or any folder typed in."""
+    found = list(dict.fromkeys([*_registered_folders(), *model_folders(DEFAULT_MODELS_DIR)]))
     options = [_shown(path) for path in found] + [OTHER_FOLDER]
     choice = st.selectbox("Model folder", options, key="score_model_choice")
     if choice != OTHER_FOLDER:
