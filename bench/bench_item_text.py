@@ -19,8 +19,14 @@ Groups of evaluation users: all; **short history** (at most 5 events before T); 
 (their last ``max-events`` events before T include a held-out item). Per group: churn ROC AUC of
 the calibrated probabilities and LTV normalised Gini (core.evaluation). The difference text -
 random is shown per seed with a paired bootstrap standard error over the group's users (200
-resamples), and the table ends with the mean over seeds. Each (seed, arm) result is saved as
+resamples), and the table ends with the mean over seeds (its SE: the root mean square of the
+per-seed SEs over the square root of the number of seeds; "sd over seeds": the standard deviation
+of the per-seed differences, which also varies the user split). Each (seed, arm) result is saved as
 JSON under ``--out``, so arms can run in separate processes and ``--table-only`` prints the table.
+
+A second table isolates the scoring-time title vectors: the text arm's saved model scores the
+users with a held-out item twice (raw probabilities), once with the held-out items' title vectors
+and once with them read as "unknown item".
 """
 
 from __future__ import annotations
@@ -153,7 +159,7 @@ def compare(results: list[dict], groups: pd.DataFrame) -> pd.DataFrame:
                     continue
                 r, t = _metrics(arm_frame(sample, "_r")), _metrics(arm_frame(sample, "_t"))
                 draws.append((t[0] - r[0], t[1] - r[1]))
-            spread = np.std(np.asarray(draws), axis=0, ddof=1)
+            spread = np.nanstd(np.asarray(draws), axis=0, ddof=1)
             for index, metric in enumerate(("churn ROC AUC", "LTV normalized Gini")):
                 rows.append(
                     {
@@ -175,6 +181,54 @@ def compare(results: list[dict], groups: pd.DataFrame) -> pd.DataFrame:
             text=("text", "mean"),
             **{"text - random": ("text - random", "mean")},
             **{"bootstrap SE": ("bootstrap SE", lambda v: float(np.sqrt(np.mean(np.square(v)) / len(v))))},
+            **{"sd over seeds": ("text - random", lambda v: float(np.std(v, ddof=1)))},
+        )
+        mean.insert(0, "seed", "mean")
+        table = pd.concat([table, mean], ignore_index=True)
+    return table
+
+
+def new_item_ablation(store: Store, out: Path, results: list[dict], groups: pd.DataFrame) -> pd.DataFrame:
+    """The text arm's saved model scored twice, raw (before calibration): held-out items with their
+    title vectors, and read as "unknown item" (the projection switched off), on the evaluation
+    users whose history has a held-out item. Isolates what the title vectors of new items add."""
+    from core.models.sequence import SequenceModel
+
+    rows = []
+    spec = ModelSpec(as_of=AS_OF, horizon_days=HORIZON_DAYS)
+    new_users = groups.loc[groups["new_items"].fillna(False).astype(bool), "user_id"]
+    for result in results:
+        folder = out / f"seed{result['seed']}-text" / "seq"
+        if result["arm"] != "text" or not folder.is_dir():
+            continue
+        labels = pd.DataFrame(result["predictions"])[["user_id", "churned", "ltv_actual"]]
+        labels = labels[labels["user_id"].isin(set(new_users))]
+        model = SequenceModel.load(folder, device="cpu")
+        scored = {}
+        for name in ("title vectors", "unknown"):
+            if name == "unknown":
+                model.text_projection_ = None
+            frame = labels.merge(model.predict(store, spec), on="user_id")
+            scored[name] = _metrics(frame)
+        for index, metric in enumerate(("churn ROC AUC", "LTV normalized Gini")):
+            rows.append(
+                {
+                    "seed": result["seed"],
+                    "users": len(labels),
+                    "metric": metric,
+                    "new items as unknown": scored["unknown"][index],
+                    "new items by title": scored["title vectors"][index],
+                    "difference": scored["title vectors"][index] - scored["unknown"][index],
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table["seed"].nunique() > 1:
+        mean = table.groupby("metric", sort=False, as_index=False).agg(
+            users=("users", "mean"),
+            **{"new items as unknown": ("new items as unknown", "mean")},
+            **{"new items by title": ("new items by title", "mean")},
+            difference=("difference", "mean"),
+            **{"sd over seeds": ("difference", lambda v: float(np.std(v, ddof=1)))},
         )
         mean.insert(0, "seed", "mean")
         table = pd.concat([table, mean], ignore_index=True)
@@ -216,6 +270,9 @@ def main() -> None:
     table = compare(results, groups)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print("\ntext arm, users with a held-out item, raw scores: held-out items by title vs as unknown")
+        ablation = new_item_ablation(store, results_dir, results, groups)
+        print(ablation.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":
