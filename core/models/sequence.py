@@ -223,6 +223,7 @@ class SequenceModel:
         )
         self.net_ = SequenceNet(self.net_config_)
         self.item_text_ = None
+        self.text_projection_ = None
         if config.item_text_init:
             progress(0.0, "encoding item titles")
             self.item_text_ = self._init_item_text(store)
@@ -299,7 +300,6 @@ class SequenceModel:
 
         texts = vocabulary_texts(store, self.vocabulary_.items)
         rows = np.asarray([index for index, text in enumerate(texts) if text is not None], dtype=np.int64)
-        self.text_projection_ = None
         if len(rows) == 0:
             return {"items_with_text": 0, "vocabulary_items": len(texts)}
         vectors = encode_texts([texts[index] for index in rows])
