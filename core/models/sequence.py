@@ -20,13 +20,8 @@ Training (docs/METRICS.md, "Sequence models"):
 Scoring reads the population in shards of about ``score_shard_users`` users (by ``user_key``),
 so memory stays bounded whatever the number of users.
 
-With ``item_text_init`` (core/models/item_text.py) the item embeddings start from the items'
-title vectors, and at scoring an item outside the vocabulary that has a title gets its title's
-vector through the saved projection instead of the "unknown item" embedding.
-
 Saved as ``model.json`` (config, vocabularies, scaler, data window, metrics, versions) and
-``weights.safetensors`` (plus ``item_text.safetensors`` and ``item_text.json`` with
-``item_text_init``); loading reads tensors only, never a pickle.
+``weights.safetensors``; loading reads tensors only, never a pickle.
 """
 
 from __future__ import annotations
@@ -63,7 +58,6 @@ from core.models.sequence_net import (
     ziln_loss,
 )
 from core.models.sequences import (
-    ITEM_OFFSET,
     NUMERIC_FEATURES,
     SequenceInputs,
     SequenceVocabulary,
@@ -108,15 +102,8 @@ class SequenceModel:
         transformed = (_signed_log(inputs.static) - self.static_mean_) / self.static_scale_
         return np.nan_to_num(transformed, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
-    def _batch(
-        self,
-        inputs: SequenceInputs,
-        rows: np.ndarray,
-        static: np.ndarray,
-        item_table: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The tensors of ``rows``, padded to their own longest history, on the model's device;
-        ``item_table`` replaces the item embedding (rows for items outside the vocabulary)."""
+    def _batch(self, inputs: SequenceInputs, rows: np.ndarray, static: np.ndarray) -> dict[str, torch.Tensor]:
+        """The tensors of ``rows``, padded to their own longest history, on the model's device."""
         lengths = inputs.lengths[rows]
         width = int(lengths.max()) + 1 if len(rows) else 1
         arrays = {
@@ -140,8 +127,6 @@ class SequenceModel:
             if pin:
                 tensor = tensor.pin_memory()
             batch[name] = tensor.to(self.device_, non_blocking=pin)
-        if item_table is not None:
-            batch["item_table"] = item_table
         return batch
 
     def _autocast(self) -> Any:
@@ -221,13 +206,7 @@ class SequenceModel:
             heads=config.heads,
             dropout=config.dropout,
         )
-        self.net_ = SequenceNet(self.net_config_)
-        self.item_text_ = None
-        self.text_projection_ = None
-        if config.item_text_init:
-            progress(0.0, "encoding item titles")
-            self.item_text_ = self._init_item_text(store)
-        self.net_.to(self.device_)
+        self.net_ = SequenceNet(self.net_config_).to(self.device_)
         optimiser = torch.optim.AdamW(
             self.net_.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -290,47 +269,8 @@ class SequenceModel:
             "training_users": int((~held).sum()),
             "history": history,
             "device": str(self.device_),
-            "item_text": self.item_text_,
         }
         return self
-
-    def _init_item_text(self, store: Store) -> dict[str, Any]:
-        """Item embedding rows of vocabulary items with a title := their projected title vectors."""
-        from core.models.item_text import encode_texts, fit_projection, vocabulary_texts
-
-        texts = vocabulary_texts(store, self.vocabulary_.items)
-        rows = np.asarray([index for index, text in enumerate(texts) if text is not None], dtype=np.int64)
-        if len(rows) == 0:
-            return {"items_with_text": 0, "vocabulary_items": len(texts)}
-        vectors = encode_texts([texts[index] for index in rows])
-        weight = self.net_.embedding.items.weight
-        target = float(weight[ITEM_OFFSET:].detach().std())
-        self.text_projection_ = fit_projection(vectors, self.net_config_.hidden, target)
-        with torch.no_grad():
-            weight[torch.from_numpy(rows + ITEM_OFFSET)] = torch.from_numpy(
-                self.text_projection_.project(vectors)
-            )
-        return {"items_with_text": len(rows), "vocabulary_items": len(texts), "scale": target}
-
-    def _scoring_items(self, store: Store, spec: ModelSpec) -> tuple[SequenceVocabulary, torch.Tensor | None]:
-        """The vocabulary to score with and the item table: vocabulary items, then items seen
-        before ``spec.as_of`` outside the vocabulary with a title (their projected title vector).
-        Without a projection: the fitted vocabulary and no table."""
-        projection = getattr(self, "text_projection_", None)
-        if projection is None:
-            return self.vocabulary_, None
-        from core.models.item_text import encode_texts, new_item_texts
-
-        new = new_item_texts(store, spec.as_of, self.vocabulary_.items)
-        if len(new) == 0:
-            return self.vocabulary_, None
-        vectors = torch.from_numpy(projection.project(encode_texts(new["text"].tolist())))
-        weight = self.net_.embedding.items.weight.detach()
-        table = torch.cat([weight, vectors.to(weight.device, weight.dtype)])
-        vocabulary = SequenceVocabulary(
-            self.vocabulary_.event_names, self.vocabulary_.items + tuple(new["item_id"].astype(str))
-        )
-        return vocabulary, table
 
     @torch.no_grad()
     def _mean_loss(self, inputs: SequenceInputs, rows: np.ndarray, static: np.ndarray) -> float:
@@ -355,19 +295,14 @@ class SequenceModel:
         return spec
 
     @torch.no_grad()
-    def predict_inputs(
-        self, inputs: SequenceInputs, survival: bool = False, item_table: torch.Tensor | None = None
-    ) -> pd.DataFrame:
-        """Scores of already built inputs: ``user_id, churn_prob, ltv_pred`` (+ ``survival_w0..``);
-        ``item_table`` goes with inputs built on ``_scoring_items``' vocabulary."""
+    def predict_inputs(self, inputs: SequenceInputs, survival: bool = False) -> pd.DataFrame:
+        """Scores of already built inputs: ``user_id, churn_prob, ltv_pred`` (+ ``survival_w0..``)."""
         self.net_.eval()
         static = self._static(inputs)
         rows = np.arange(len(inputs))
         churn, ltv, curves = [], [], []
         for start in range(0, len(rows), self.config.score_batch_size):
-            batch = self._batch(
-                inputs, rows[start : start + self.config.score_batch_size], static, item_table
-            )
+            batch = self._batch(inputs, rows[start : start + self.config.score_batch_size], static)
             with self._autocast():
                 out = self.net_(batch)
             out = {name: value.float() for name, value in out.items()}
@@ -405,7 +340,6 @@ class SequenceModel:
         spec = self._scoring_spec(spec)
         progress = progress or (lambda fraction, message: None)
         shards = max(1, math.ceil(self._population(store, spec, filters) / self.config.score_shard_users))
-        vocabulary, item_table = self._scoring_items(store, spec)
         frames = []
         for shard in range(shards):
             progress(shard / shards, f"scoring shard {shard + 1} of {shards}")
@@ -413,12 +347,12 @@ class SequenceModel:
                 store,
                 spec,
                 filters,
-                vocabulary,
+                self.vocabulary_,
                 self.feature_vocabulary_,
                 self.config.max_events,
                 shard=(shards, shard) if shards > 1 else None,
             )
-            frames.append(self.predict_inputs(inputs, survival=survival, item_table=item_table))
+            frames.append(self.predict_inputs(inputs, survival=survival))
         progress(1.0, "scored")
         return pd.concat(frames, ignore_index=True).sort_values("user_id").reset_index(drop=True)
 
@@ -429,9 +363,6 @@ class SequenceModel:
         directory.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net_.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
-        projection = getattr(self, "text_projection_", None)
-        if projection is not None:
-            projection.save(directory)
         import transformers
 
         document = {
@@ -447,7 +378,6 @@ class SequenceModel:
             },
             "scaler": {"mean": self.static_mean_.tolist(), "scale": self.static_scale_.tolist()},
             "weights": WEIGHTS_FILE,
-            "item_text": None if projection is None else {"projection": "item_text.json"},
             "data_window": self.data_window_,
             "metrics": self.metrics_,
             "saved_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
@@ -487,11 +417,6 @@ class SequenceModel:
             raise TenureError(f"no {weights.name} in {directory}", "train the model again")
         model.net_.load_state_dict(load_file(str(weights)))
         model.net_.to(model.device_).eval()
-        model.text_projection_ = None
-        if document.get("item_text"):
-            from core.models.item_text import TextProjection
-
-            model.text_projection_ = TextProjection.load(directory)
         model.data_window_ = dict(document["data_window"])
         model.metrics_ = dict(document["metrics"])
         return model

@@ -32,9 +32,6 @@ class SequenceConfig:
     device: str = "auto"
     score_batch_size: int = 2048
     score_shard_users: int = 50_000
-    # Start the item embeddings from the items' title vectors (core/models/item_text.py) and give
-    # items unknown to the model their title's vector at scoring; off unless benchmarks say so.
-    item_text_init: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:

@@ -66,17 +66,9 @@ class EventEmbedding(nn.Module):
         self.norm = nn.LayerNorm(config.hidden)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # ``item_table`` (optional): the item embedding's rows followed by rows for items the
-        # model was not fitted on (their title vectors, core/models/item_text.py).
-        table = batch.get("item_table")
-        items = (
-            self.items(batch["items"])
-            if table is None
-            else F.embedding(batch["items"], table, padding_idx=self.items.padding_idx)
-        )
         embedded = (
             self.events(batch["events"])
-            + items
+            + self.items(batch["items"])
             + self.weekday(batch["weekday"])
             + self.hour(batch["hour"])
             + self.numeric(batch["numeric"])
