@@ -196,7 +196,7 @@ ORDER BY u.user_id"""
 
 def _indices(values: pd.Series, vocabulary: tuple[str, ...], offset: int, missing: int) -> np.ndarray:
     """Vocabulary index + ``offset``; 1 less than ``offset`` for unknown values, ``missing`` for NULL."""
-    codes = pd.Categorical(values.astype("string"), categories=list(vocabulary)).codes.astype(np.int64)
+    codes = pd.Index(list(vocabulary), dtype=object).get_indexer(values.astype(object)).astype(np.int64)
     indices = np.where(codes >= 0, codes + offset, offset - 1)
     return np.where(values.isna().to_numpy(), missing, indices)
 
