@@ -52,12 +52,12 @@ def _read_events(path: Path) -> pd.DataFrame:
     return events
 
 
-def _assert_same_scores(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+def _assert_same_scores(actual: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1e-9) -> None:
     assert list(actual.columns) == SCORE_COLUMNS
     assert actual["user_id"].tolist() == expected["user_id"].tolist()
     for column in ("churn_prob", "ltv_pred"):
         np.testing.assert_allclose(
-            actual[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9
+            actual[column].to_numpy(float), expected[column].to_numpy(float), rtol=rtol
         )
     assert (
         actual["median_weeks_to_churn"].fillna(-1).tolist()
@@ -85,7 +85,9 @@ def test_upload_scores_equal_scores_of_the_same_events_ingested_into_a_store(
         events_csv, trained_models / kind, T.to_pydatetime(), users_path=users_csv, batch_users=batch_users
     )
     assert report.batches == (1 if batch_users == 50_000 else -(-len(expected) // batch_users))
-    _assert_same_scores(report.scores, expected)
+    # The sequence networks compute in float32: other batches pad to other lengths and round
+    # differently in the last digits.
+    _assert_same_scores(report.scores, expected, rtol=1e-5 if kind in ("seq", "gru") else 1e-9)
 
 
 def test_upload_scores_equal_the_simulated_stores_own_scores(
@@ -241,7 +243,7 @@ def test_model_folders_from_before_the_profile_fall_back(trained_models: Path, t
     assert btyd.event_names is None and btyd.as_of == T
     assert btyd.first_event == pd.Timestamp(metrics["data_window"]["first_event"])
     assert btyd.history_days == {} and btyd.attributes == ()
-    assert model_folders(old) == [old / "btyd", old / "gbm"]
+    assert model_folders(old) == [old / "btyd", old / "gbm", old / "gru", old / "seq"]
 
 
 def _sha256(path: Path) -> str:
