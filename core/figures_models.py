@@ -283,3 +283,26 @@ def timeline_figure(timeline: pd.DataFrame, as_of: pd.Timestamp, horizon_end: pd
         legend={"orientation": "h", "y": -0.2},
     )
     return figure
+
+
+def user_survival_figure(curve: pd.DataFrame, horizon_days: int) -> go.Figure:
+    """One user's weekly survival S(w) (``week, survival``) as steps from week 0 to the horizon."""
+    figure = go.Figure(
+        go.Scatter(
+            x=curve["week"],
+            y=curve["survival"],
+            mode="lines+markers",
+            line_shape="hv",
+            name="S(w)",
+            hovertemplate="week %{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis_title=f"week w after the as-of date (horizon {horizon_days} days)",
+        yaxis_title="P(seen again on or after week w)",
+        yaxis_range=[0, 1.02],
+        yaxis_tickformat=".0%",
+        height=300,
+        margin={"t": 20},
+    )
+    return figure

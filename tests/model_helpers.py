@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.models.gbm import GBMConfig
+from core.models.sequence_config import SequenceConfig
 from core.models.spec import ModelSpec
 from core.models.training import train_models
 from core.simulate import SimulationConfig, simulate_store
@@ -31,10 +32,21 @@ def copy_store(source: Path, target: Path) -> Path:
     return target
 
 
+TINY_SEQUENCE = SequenceConfig(max_epochs=2, max_events=8, hidden=16, layers=1, heads=2, batch_size=64)
+
+
 def train_run(store_path: Path, out: Path, models: Sequence[str] = ("btyd", "gbm")) -> Path:
-    """Train ``models`` (tiny GBM) at ``AS_OF`` on the store, read-only; returns the run folder."""
+    """Train ``models`` (tiny GBM and sequence models) at ``AS_OF`` on the store, read-only;
+    returns the run folder."""
     with Store(store_path, read_only=True) as store:
         train_models(
-            store, ModelSpec(AS_OF, HORIZON_DAYS), list(models), "users", SEED, out, gbm_config=TINY_GBM
+            store,
+            ModelSpec(AS_OF, HORIZON_DAYS),
+            list(models),
+            "users",
+            SEED,
+            out,
+            gbm_config=TINY_GBM,
+            sequence_config=TINY_SEQUENCE,
         )
     return out

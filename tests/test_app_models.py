@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from app_helpers import APP, TIMEOUT, count, open_page, table_with
-from model_helpers import AS_OF, build_model_store, copy_store, train_run
+from model_helpers import AS_OF, TINY_SEQUENCE, build_model_store, copy_store, train_run
 from streamlit.testing.v1 import AppTest
 
 from core.models import registry
@@ -100,6 +100,27 @@ def test_compares_registered_models(
         path, "SELECT count(*) FROM events WHERE user_id = ? AND event_time < ?", [user, pd.Timestamp(AS_OF)]
     )
     assert "available for sequence models" in _texts(at)
+
+
+def test_one_user_of_a_sequence_model_shows_attributions_and_survival(
+    source_store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = copy_store(source_store, tmp_path / "store.duckdb")
+    run = train_run(path, tmp_path / "models" / "run-s", models=("seq",))
+    with Store(path) as store:
+        registry.register(store, run)
+    at = open_page(_app(path, monkeypatch, tmp_path), PAGE)
+    at.selectbox(key="models_timeline_model").set_value("run-s/seq").run()
+    assert not at.exception, at.exception
+    user = at.selectbox(key="models_timeline_user").value
+    table = table_with(at, "event_time", "event_name", "contribution")
+    before = count(
+        path, "SELECT count(*) FROM events WHERE user_id = ? AND event_time < ?", [user, pd.Timestamp(AS_OF)]
+    )
+    assert len(table) == min(TINY_SEQUENCE.max_events, before)
+    assert table["contribution"].abs().is_monotonic_decreasing
+    assert "**Weekly survival over the horizon**" in [element.value for element in at.markdown]
+    assert "available for sequence models" not in _texts(at)
 
 
 def test_trains_in_the_background_and_registers(

@@ -298,3 +298,22 @@ def test_integrated_gradients_add_up_and_name_the_users_events(
     assert list(table.columns) == ["event_time", "event_name", "contribution"]
     assert sorted(table["event_time"]) == sorted(expected["event_time"])
     assert table["contribution"].abs().is_monotonic_decreasing
+
+
+def test_one_users_survival_curve_is_their_row_of_the_scores(
+    small_store_path: Path, fitted: SequenceModel, tmp_path: Path
+) -> None:
+    from core.figures_models import user_survival_figure
+    from core.models.timeline import user_survival
+
+    spec = ModelSpec(AS_OF.to_pydatetime())
+    fitted.save(tmp_path / "seq")
+    with Store(small_store_path, read_only=True) as store:
+        scores = fitted.predict(store, spec, survival=True)
+        user = str(scores["user_id"].iloc[7])
+        curve = user_survival(tmp_path / "seq", store, user, AS_OF.to_pydatetime())
+    expected = scores.loc[scores["user_id"] == user, [f"survival_w{week}" for week in range(13)]]
+    assert curve["week"].tolist() == list(range(13))
+    np.testing.assert_allclose(curve["survival"], expected.to_numpy()[0], rtol=1e-5)
+    figure = user_survival_figure(curve, 90)
+    assert list(figure.data[0].y) == pytest.approx(curve["survival"].tolist())

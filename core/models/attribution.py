@@ -69,13 +69,25 @@ def integrated_gradients(
     return contributions[1 : length + 1].detach().cpu().numpy(), float(ends[0]), float(ends[1])
 
 
-def user_attributions(model: SequenceModel, store: Store, user_id: str, as_of: dt.datetime) -> pd.DataFrame:
-    """``SINGLE_USER_COLUMNS`` for the user's events before ``as_of``, oldest first."""
-    spec = dataclasses.replace(model.spec_, as_of=as_of)
+def _user_shard(store: Store, user_id: str) -> tuple[int, int]:
+    """The shard (n, i) of ``user_key % n = i`` holding the user: about one user in a million."""
     shard_index = int(store.query_one(f"SELECT hash(?) % {ATTRIBUTION_SHARDS}", [str(user_id)])[0])
-    shard = (ATTRIBUTION_SHARDS, shard_index)
+    return ATTRIBUTION_SHARDS, shard_index
+
+
+def single_user_inputs(
+    model: SequenceModel, store: Store, user_id: str, as_of: dt.datetime
+) -> tuple[SequenceInputs, int]:
+    """The inputs of the user's shard at ``as_of`` and the user's row in them."""
+    spec = dataclasses.replace(model.spec_, as_of=as_of)
     inputs = build_inputs(
-        store, spec, None, model.vocabulary_, model.feature_vocabulary_, model.config.max_events, shard=shard
+        store,
+        spec,
+        None,
+        model.vocabulary_,
+        model.feature_vocabulary_,
+        model.config.max_events,
+        shard=_user_shard(store, user_id),
     )
     rows = np.flatnonzero(inputs.user_ids == str(user_id))
     if len(rows) == 0:
@@ -83,7 +95,23 @@ def user_attributions(model: SequenceModel, store: Store, user_id: str, as_of: d
             f"user '{user_id}' is not in the population at {spec.as_of.isoformat()}",
             "choose a user whose first event is before the as-of date",
         )
-    contributions, _, _ = integrated_gradients(model, inputs, int(rows[0]))
+    return inputs, int(rows[0])
+
+
+def user_survival(model: SequenceModel, store: Store, user_id: str, as_of: dt.datetime) -> pd.DataFrame:
+    """``week, survival``: the user's S(w), w = 0..W-1 (docs/METRICS.md, "Sequence models")."""
+    inputs, row = single_user_inputs(model, store, user_id, as_of)
+    scored = model.predict_inputs(inputs.subset(np.array([row])), survival=True)
+    columns = [column for column in scored.columns if column.startswith("survival_w")]
+    return pd.DataFrame({"week": np.arange(len(columns)), "survival": scored[columns].to_numpy()[0]})
+
+
+def user_attributions(model: SequenceModel, store: Store, user_id: str, as_of: dt.datetime) -> pd.DataFrame:
+    """``SINGLE_USER_COLUMNS`` for the user's events before ``as_of``, oldest first."""
+    spec = dataclasses.replace(model.spec_, as_of=as_of)
+    shard = _user_shard(store, user_id)
+    inputs, row = single_user_inputs(model, store, user_id, as_of)
+    contributions, _, _ = integrated_gradients(model, inputs, row)
     sql, params = history_sql(store, spec, None, model.config.max_events, shard)
     events = store.query_df(sql, params)
     events = events[events["user_id"] == str(user_id)].sort_values("position").reset_index(drop=True)
@@ -95,5 +123,9 @@ def _attributor(model_dir: Path, store: Store, user_id: str, as_of: dt.datetime)
     return user_attributions(SequenceModel.load(model_dir, device="cpu"), store, user_id, as_of)
 
 
+def _survival(model_dir: Path, store: Store, user_id: str, as_of: dt.datetime) -> pd.DataFrame:
+    return user_survival(SequenceModel.load(model_dir, device="cpu"), store, user_id, as_of)
+
+
 for _kind in ("seq", "gru"):
-    register_attributor(_kind, _attributor)
+    register_attributor(_kind, _attributor, _survival)

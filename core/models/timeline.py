@@ -30,6 +30,7 @@ ATTRIBUTION_COLUMNS = ("event_time", "event_name", "contribution")
 Attributor = Callable[[Path, Store, str, dt.datetime], pd.DataFrame]
 
 _ATTRIBUTORS: dict[str, Attributor] = {}
+_SURVIVAL: dict[str, Attributor] = {}
 # Kinds whose attributor lives in a module that is imported on first use (it needs torch).
 LAZY_ATTRIBUTORS = {"seq": "core.models.attribution", "gru": "core.models.attribution"}
 
@@ -53,9 +54,12 @@ def user_timeline(store: Store, user_id: str, as_of: dt.datetime, horizon_days: 
     )
 
 
-def register_attributor(kind: str, attributor: Attributor) -> None:
-    """Make ``attributions`` answer for models of ``kind`` (called by the kind's module on import)."""
+def register_attributor(kind: str, attributor: Attributor, survival: Attributor | None = None) -> None:
+    """Make ``attributions`` (and ``user_survival`` when given) answer for models of ``kind``
+    (called by the kind's module on import)."""
     _ATTRIBUTORS[kind] = attributor
+    if survival is not None:
+        _SURVIVAL[kind] = survival
 
 
 def has_attributions(kind: str) -> bool:
@@ -86,3 +90,16 @@ def attributions(
     table = attributor(directory, store, str(user_id), as_of)
     order = table["contribution"].abs().sort_values(ascending=False, kind="stable").index
     return table.loc[order, list(ATTRIBUTION_COLUMNS)].reset_index(drop=True)
+
+
+def user_survival(
+    model_dir: str | Path, store: Store, user_id: str, as_of: dt.datetime
+) -> pd.DataFrame | None:
+    """``week, survival``: the user's weekly survival curve S(w) over the model's horizon, for
+    model kinds that predict one (sequence models); None for the others."""
+    directory = Path(model_dir)
+    kind = _kind(directory) or ""
+    if kind in LAZY_ATTRIBUTORS and kind not in _SURVIVAL:
+        import_module(LAZY_ATTRIBUTORS[kind])
+    survival = _SURVIVAL.get(kind)
+    return None if survival is None else survival(directory, store, str(user_id), as_of)

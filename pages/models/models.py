@@ -314,6 +314,15 @@ def _timeline_section(
             "probability; positive pushed towards churn. The contributions add up to that change."
         )
         st.dataframe(table, hide_index=True, key="models_attributions")
+        curve = timeline.user_survival(model["path"], store, user_id, as_of.to_pydatetime())
+        if curve is not None:
+            st.markdown("**Weekly survival over the horizon**")
+            st.caption(
+                "S(w): the network's probability that this user is seen again on or after the start of "
+                "week w within the horizon (docs/METRICS.md, Sequence models); uncalibrated, so S(0) "
+                "can differ a little from 1 - the calibrated churn probability."
+            )
+            st.plotly_chart(figures_models.user_survival_figure(curve, horizon), key="models_user_survival")
 
 
 def _register_clicked(store: Store) -> None:
