@@ -208,6 +208,18 @@ def _btyd_summary(
     return summary[summary["user_id"].isin(set(users))].reset_index(drop=True)
 
 
+def _predict_both(
+    model: Any, store: Store, plan: SplitPlan, spec: ModelSpec, filters: Filters | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A fitted model's predictions for the evaluation users at T and the validation users at the
+    fit as-of date; one pass over the population when both dates are T (the users split)."""
+    at_t = model.predict(store, spec, filters)
+    at_fit = at_t if plan.fit_spec == spec else model.predict(store, plan.fit_spec, filters)
+    predicted = at_t[at_t["user_id"].isin(set(plan.eval_labels["user_id"]))]
+    validation = at_fit[at_fit["user_id"].isin(set(plan.validation_labels["user_id"]))]
+    return predicted, validation
+
+
 def _fit_predict(
     name: str,
     store: Store,
@@ -238,16 +250,10 @@ def _fit_predict(
         model = SequenceModel(dataclasses.replace(sequence_config, encoder=name)).fit(
             store, plan.fit_spec, filters, user_ids=plan.fit_users, progress=progress
         )
-        predicted = model.predict(store, spec, filters)
-        predicted = predicted[predicted["user_id"].isin(eval_users)]
-        validation = model.predict(store, plan.fit_spec, filters)
-        validation = validation[validation["user_id"].isin(validation_users)]
+        predicted, validation = _predict_both(model, store, plan, spec, filters)
     else:
         model = GBMModel(gbm_config).fit(store, plan.fit_spec, filters, user_ids=plan.fit_users)
-        predicted = model.predict(store, spec, filters)
-        predicted = predicted[predicted["user_id"].isin(eval_users)]
-        validation = model.predict(store, plan.fit_spec, filters)
-        validation = validation[validation["user_id"].isin(validation_users)]
+        predicted, validation = _predict_both(model, store, plan, spec, filters)
     return (
         model,
         predicted[columns].reset_index(drop=True),
