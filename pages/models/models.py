@@ -297,7 +297,7 @@ def _timeline_section(
         st.dataframe(events, hide_index=True, key="models_user_events")
         ui.download_csv(events, f"user_{user_id}_events.csv", key="download_user_events")
     try:
-        table = timeline.attributions(model["path"], store, user_id, as_of.to_pydatetime())
+        table, curve = cached_models.user_explanation(store, model["path"], user_id, as_of.to_pydatetime())
     except TenureError as error:
         ui.show_error(error, prefix="Attributions")
         return
@@ -314,7 +314,6 @@ def _timeline_section(
             "probability; positive pushed towards churn. The contributions add up to that change."
         )
         st.dataframe(table, hide_index=True, key="models_attributions")
-        curve = timeline.user_survival(model["path"], store, user_id, as_of.to_pydatetime())
         if curve is not None:
             st.markdown("**Weekly survival over the horizon**")
             st.caption(

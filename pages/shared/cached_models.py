@@ -7,14 +7,16 @@ modification times of the files read, so they drop when a file is rewritten.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
 
-from core.models import curves, results
+from core.models import curves, results, timeline
 from core.models.training import PREDICTIONS_FILE, RELIABILITY_FILE
+from core.store import Store
 
 KEY_COLUMNS = ["model_id", "run_dir", "model_name", "path"]
 
@@ -54,3 +56,24 @@ def comparison(models: pd.DataFrame) -> Comparison:
         for row in models.itertuples(index=False)
     )
     return _comparison(key, stamps)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _user_explanation(
+    _store: Store, version: str, model_path: str, stamp: float, user_id: str, as_of: dt.datetime
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    path = Path(model_path)
+    return (
+        timeline.attributions(path, _store, user_id, as_of),
+        timeline.user_survival(path, _store, user_id, as_of),
+    )
+
+
+def user_explanation(
+    store: Store, model_path: str, user_id: str, as_of: dt.datetime
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(attributions, weekly survival) of one user, or None for model kinds without them; computed
+    once per store version, model folder and user (a sequence model loads and runs integrated
+    gradients: about a second)."""
+    stamp = _modified(Path(model_path) / "model.json")
+    return _user_explanation(store, store.version(), str(model_path), stamp, str(user_id), as_of)
