@@ -34,7 +34,7 @@ from core.errors import TenureError
 from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
 from core.models.features import FEATURE_VERSION, FeatureVocabulary, behaviour_features, feature_vocabulary
 from core.models.labels import labels
-from core.models.spec import ModelSpec
+from core.models.spec import ModelSpec, scoring_spec
 from core.population import Filters
 from core.store import Store
 
@@ -192,18 +192,6 @@ class GBMModel:
         }
         return self
 
-    def _scoring_spec(self, spec: ModelSpec | None) -> ModelSpec:
-        if spec is None:
-            return self.spec_
-        if spec.horizon_days != self.spec_.horizon_days or spec.activity_events != self.spec_.activity_events:
-            raise TenureError(
-                f"the model predicts a {self.spec_.horizon_days}-day horizon with activity "
-                f"{list(self.spec_.activity_events) or 'any event'}, not {spec.horizon_days} days with "
-                f"{list(spec.activity_events) or 'any event'}",
-                "score with the model's horizon and activity events, or fit a model for these",
-            )
-        return spec
-
     def predict(
         self, store: Store, spec: ModelSpec | None = None, filters: Filters | None = None
     ) -> pd.DataFrame:
@@ -218,7 +206,7 @@ class GBMModel:
         Returns:
             DataFrame ``user_id, churn_prob, ltv_pred``, sorted by ``user_id``.
         """
-        spec = self._scoring_spec(spec)
+        spec = scoring_spec(self.spec_, spec)
         features = behaviour_features(store, spec, filters, self.vocabulary_)
         matrix = features[self.feature_names_].to_numpy(dtype=float)
         if len(features) == 0:

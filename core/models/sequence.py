@@ -65,7 +65,7 @@ from core.models.sequences import (
     horizon_weeks,
     sequence_vocabulary,
 )
-from core.models.spec import ModelSpec
+from core.models.spec import ModelSpec, scoring_spec
 from core.population import Filters
 from core.store import Store
 
@@ -282,18 +282,6 @@ class SequenceModel:
         return total / max(len(rows), 1)
 
     # -- scoring -----------------------------------------------------------------------------
-    def _scoring_spec(self, spec: ModelSpec | None) -> ModelSpec:
-        if spec is None:
-            return self.spec_
-        if spec.horizon_days != self.spec_.horizon_days or spec.activity_events != self.spec_.activity_events:
-            raise TenureError(
-                f"the model predicts a {self.spec_.horizon_days}-day horizon with activity "
-                f"{list(self.spec_.activity_events) or 'any event'}, not {spec.horizon_days} days with "
-                f"{list(spec.activity_events) or 'any event'}",
-                "score with the model's horizon and activity events, or fit a model for these",
-            )
-        return spec
-
     @torch.no_grad()
     def predict_inputs(self, inputs: SequenceInputs, survival: bool = False) -> pd.DataFrame:
         """Scores of already built inputs: ``user_id, churn_prob, ltv_pred`` (+ ``survival_w0..``)."""
@@ -337,7 +325,7 @@ class SequenceModel:
         progress: Progress | None = None,
     ) -> pd.DataFrame:
         """Scores of the population at ``spec.as_of``, read shard by shard; sorted by ``user_id``."""
-        spec = self._scoring_spec(spec)
+        spec = scoring_spec(self.spec_, spec)
         progress = progress or (lambda fraction, message: None)
         shards = max(1, math.ceil(self._population(store, spec, filters) / self.config.score_shard_users))
         frames = []

@@ -103,6 +103,21 @@ class ModelSpec:
         )
 
 
+def scoring_spec(fitted: ModelSpec, requested: ModelSpec | None) -> ModelSpec:
+    """The spec a fitted model scores at: ``requested`` (None = the fitted one), which must ask for
+    the horizon and activity the model was fitted on; its as-of date and population may differ."""
+    if requested is None:
+        return fitted
+    if requested.horizon_days != fitted.horizon_days or requested.activity_events != fitted.activity_events:
+        raise TenureError(
+            f"the model predicts a {fitted.horizon_days}-day horizon with activity "
+            f"{list(fitted.activity_events) or 'any event'}, not {requested.horizon_days} days with "
+            f"{list(requested.activity_events) or 'any event'}",
+            "score with the model's horizon and activity events, or fit a model for these",
+        )
+    return requested
+
+
 def _as_naive_utc(value: Any) -> dt.datetime:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from core.errors import TenureError
@@ -15,7 +14,6 @@ from core.schema import CANONICAL_TABLES
 from core.store import Store
 from pages.shared import cached, ui
 
-KEEP_COLUMN = "(extra column)"
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tenure-uploads"
 LAST_LOAD = "_data_last_load"
 
@@ -49,36 +47,6 @@ def _tables_section(store: Store) -> None:
         ui.download_csv(history, "load_history.csv", key="download_history")
 
 
-def _mapping_editor(columns: list[str], table: str, suggested: dict[str, str]) -> dict[str, str]:
-    """File column -> canonical column, prefilled by the automatic aliases; returns the changes."""
-    spec = CANONICAL_TABLES[table]
-    frame = pd.DataFrame(
-        {"file column": columns, "canonical column": [suggested.get(name, KEEP_COLUMN) for name in columns]}
-    )
-    edited = st.data_editor(
-        frame,
-        hide_index=True,
-        disabled=["file column"],
-        column_config={
-            "canonical column": st.column_config.SelectboxColumn(
-                options=[KEEP_COLUMN, *spec.column_names], required=True
-            )
-        },
-        key=f"data_mapping_{table}",
-    )
-    return {
-        source: target
-        for source, target in zip(edited["file column"], edited["canonical column"], strict=True)
-        if target != KEEP_COLUMN
-    }
-
-
-def _show_file_error(error: TenureError, path: Path, name: str) -> None:
-    """The error with the upload's own name in place of the temporary copy's path."""
-    named = TenureError(error.message.replace(str(path), name), error.hint)
-    ui.show_error(named, prefix=name if name not in named.message else None)
-
-
 def _upload_section(store: Store) -> None:
     st.subheader("Load a file")
     st.caption(
@@ -99,10 +67,10 @@ def _upload_section(store: Store) -> None:
     try:
         columns, suggested = ui.suggested_column_map(store, path, table)
     except TenureError as error:
-        _show_file_error(error, path, uploaded.name)
+        ui.show_file_error(error, path, uploaded.name)
         return
     st.markdown("**Column mapping**")
-    column_map = _mapping_editor(columns, table, suggested)
+    column_map = ui.column_map_editor(columns, table, suggested, key=f"data_mapping_{table}")
     spec = CANONICAL_TABLES[table]
     missing = [
         name
@@ -135,12 +103,12 @@ def _upload_section(store: Store) -> None:
                 source_name=uploaded.name,
             )
     except BadRowsError as error:
-        _show_file_error(error, path, uploaded.name)
+        ui.show_file_error(error, path, uploaded.name)
         st.dataframe(error.bad_rows, hide_index=True, key="data_bad_rows")
         ui.download_csv(error.bad_rows, f"{path.stem}_bad_rows.csv", key="download_bad_rows")
         return
     except TenureError as error:
-        _show_file_error(error, path, uploaded.name)
+        ui.show_file_error(error, path, uploaded.name)
         return
     st.session_state[LAST_LOAD] = {
         "summary": result.summary(),

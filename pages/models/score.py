@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from core import figures_scoring
@@ -29,7 +28,6 @@ from core.models.upload_scoring import (
     model_folders,
     score_upload,
 )
-from core.schema import CANONICAL_TABLES
 from core.store import PROJECT_ROOT, Store
 from pages.shared import ui
 
@@ -37,7 +35,6 @@ UPLOAD_DIR = Path(tempfile.gettempdir()) / "tenure-score-uploads"
 EVENTS_PATH_KEY = "score_events_path"
 USERS_PATH_KEY = "score_users_path"
 RESULT_KEY = "_score_result"
-KEEP_COLUMN = "(extra column)"
 OTHER_FOLDER = "(another folder)"
 
 
@@ -91,37 +88,14 @@ def _model_input() -> Path | None:
 
 def _mapping_editor(path: Path) -> dict[str, str]:
     """File column -> canonical events column, prefilled by the ingest's automatic mapping."""
-    spec = CANONICAL_TABLES["events"]
     with Store(":memory:") as scratch:
         columns, suggested = ui.suggested_column_map(scratch, path, "events")
-    frame = pd.DataFrame(
-        {"file column": columns, "canonical column": [suggested.get(name, KEEP_COLUMN) for name in columns]}
-    )
-    edited = st.data_editor(
-        frame,
-        hide_index=True,
-        disabled=["file column"],
-        column_config={
-            "canonical column": st.column_config.SelectboxColumn(
-                options=[KEEP_COLUMN, *spec.column_names], required=True
-            )
-        },
-        key="score_mapping",
-    )
-    return {
-        source: target
-        for source, target in zip(edited["file column"], edited["canonical column"], strict=True)
-        if target != KEEP_COLUMN
-    }
+    return ui.column_map_editor(columns, "events", suggested, key="score_mapping")
 
 
 def _default_as_of(model: Path) -> dt.date:
     profile_as_of = load_training_profile(model).as_of
     return profile_as_of.date() if profile_as_of is not None else dt.date.today()
-
-
-def _show_file_error(error: TenureError, path: Path, name: str) -> None:
-    ui.show_error(TenureError(error.message.replace(str(path), name), error.hint))
 
 
 def _run(
@@ -149,13 +123,13 @@ def _run(
         )
     except BadRowsError as error:
         bar.empty()
-        _show_file_error(error, path, name)
+        ui.show_file_error(error, path, name)
         st.dataframe(error.bad_rows, hide_index=True, key="score_bad_rows")
         ui.download_csv(error.bad_rows, f"{Path(name).stem}_bad_rows.csv", key="download_score_bad_rows")
         return
     except TenureError as error:
         bar.empty()
-        _show_file_error(error, path, name)
+        ui.show_file_error(error, path, name)
         return
     bar.empty()
     rejected = report.events.rejects_path
@@ -242,7 +216,7 @@ def main() -> None:
         try:
             column_map = _mapping_editor(events[0])
         except TenureError as error:
-            _show_file_error(error, events[0], events[1])
+            ui.show_file_error(error, events[0], events[1])
             return
     skip_bad_rows = st.checkbox(
         "Skip bad rows (score the good ones, list the bad ones in a rejects file)", key="score_skip_bad"

@@ -368,3 +368,37 @@ def suggested_column_map(store: Store, path: Path, table: str) -> tuple[list[str
             if target and column not in suggested and target not in suggested.values():
                 suggested[column] = target
     return columns, suggested
+
+
+KEEP_COLUMN = "(extra column)"
+
+
+def column_map_editor(columns: list[str], table: str, suggested: dict[str, str], key: str) -> dict[str, str]:
+    """File column -> canonical column of ``table``, prefilled by the ingest's automatic aliases
+    (``suggested``) and editable; returns the mapping to pass to the ingest (extra columns left out)."""
+    spec = CANONICAL_TABLES[table]
+    frame = pd.DataFrame(
+        {"file column": columns, "canonical column": [suggested.get(name, KEEP_COLUMN) for name in columns]}
+    )
+    edited = st.data_editor(
+        frame,
+        hide_index=True,
+        disabled=["file column"],
+        column_config={
+            "canonical column": st.column_config.SelectboxColumn(
+                options=[KEEP_COLUMN, *spec.column_names], required=True
+            )
+        },
+        key=key,
+    )
+    return {
+        source: target
+        for source, target in zip(edited["file column"], edited["canonical column"], strict=True)
+        if target != KEEP_COLUMN
+    }
+
+
+def show_file_error(error: TenureError, path: Path, name: str) -> None:
+    """The error with an upload's own name in place of its temporary copy's path."""
+    named = TenureError(error.message.replace(str(path), name), error.hint)
+    show_error(named, prefix=name if name not in named.message else None)
