@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.cli_ab import register as register_ab
 from core.cli_common import add_db_flag, key_value_pairs, print_frame, stderr_progress
 from core.cli_funnel import register as register_funnel
 from core.cli_lifecycle import register as register_lifecycle
@@ -25,6 +26,7 @@ EXIT_BAD_INPUT = 2
 
 # Subcommands defined next to their feature (core/cli_<feature>.py), each a register(commands).
 FEATURE_COMMANDS: tuple = (
+    register_ab,
     register_survival,
     register_lifecycle,
     register_funnel,

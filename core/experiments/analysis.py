@@ -1,0 +1,312 @@
+"""One experiment's review: every metric of every variant against the control.
+
+The frequentist statistics come from tea-tasting, fed with aggregates computed in DuckDB
+(``moments.py``): rates use its two-proportion z-test (unpooled variance, so the interval and the
+p-value agree), means its Welch t-test, ratio metrics its delta method, and CUPED its covariate
+adjustment on the pre-period value (Deng, Xu, Kohavi & Walker 2013). Holm or Benjamini-Hochberg
+across all metrics and variants also come from tea-tasting. See docs/METRICS.md, "A/B experiments".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import tea_tasting as tt
+from scipy import stats
+from tea_tasting.aggr import Aggregates
+from tea_tasting.experiment import ExperimentResult, ExperimentResults
+
+from core.errors import TenureError
+from core.experiments.assignments import ExperimentUsers, experiment_users
+from core.experiments.metrics import Design, MetricSpec, covariate_columns, per_user_sql, value_columns
+from core.experiments.moments import aggregates, moments_sql
+from core.store import Store
+
+Correction = Literal["holm", "bh"]
+CORRECTIONS: dict[str, str] = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+CONTRACT_COLUMNS = [
+    "metric",
+    "variant",
+    "control_value",
+    "variant_value",
+    "abs_diff",
+    "rel_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to analyse: the control, CUPED, the correction across tests, the level."""
+
+    control: str | None = None
+    cuped: bool = False
+    correction: Correction = "holm"
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.correction not in CORRECTIONS:
+            raise TenureError(f"unknown correction '{self.correction}'", "use holm or bh")
+        if not 0 < self.alpha < 0.5:
+            raise TenureError(f"alpha {self.alpha} is out of range", "use a level such as 0.05")
+
+
+@dataclass
+class Review:
+    """A whole review: who is in it, the metric table, and what the reader must be told."""
+
+    design: Design
+    options: Options
+    users: ExperimentUsers
+    control: str
+    results: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def trustworthy(self) -> bool:
+        return not self.users.srm_failed
+
+
+def choose_control(variants: list[str], requested: str | None) -> str:
+    """The requested variant, else the one named ``control``, else the first in sort order."""
+    if requested is not None:
+        if requested not in variants:
+            raise TenureError(f"--control '{requested}' is not a variant", f"variants: {', '.join(variants)}")
+        return requested
+    return "control" if "control" in variants else sorted(variants)[0]
+
+
+def variant_moments(store: Store, design: Design, extra_group: list[str] | None = None) -> pd.DataFrame:
+    """Moment sums per variant (``g0``) and per any further grouping (``g1``...)."""
+    user_sql, params = per_user_sql(store, design)
+    return store.query_df(moments_sql(user_sql, design, ["variant", *(extra_group or [])]), params)
+
+
+def review(store: Store, design: Design, options: Options | None = None) -> Review:
+    """Analyse every metric of ``design`` for every variant against the control."""
+    options = options or Options()
+    users = experiment_users(store, design.experiment)
+    variants = list(users.users)
+    if len(variants) < 2:
+        raise TenureError(
+            f"experiment '{design.experiment}' has one variant only ({variants[0]})",
+            "a review compares at least two variants",
+        )
+    control = choose_control(variants, options.control)
+    moments = variant_moments(store, design)
+    by_variant = {str(row["g0"]): row for _, row in moments.iterrows()}
+    results = compare(by_variant, design, options, control)
+    return Review(design, options, users, control, results, _warnings(users, design, results))
+
+
+def compare(by_variant: dict[str, pd.Series], design: Design, options: Options, control: str) -> pd.DataFrame:
+    """The metric table from moment sums per variant (also used per segment and per day)."""
+    rows: list[dict[str, object]] = []
+    raw: dict[str, ExperimentResult] = {}
+    for variant in sorted(v for v in by_variant if v != control):
+        per_metric: dict[str, object] = {}
+        for index, spec in enumerate(design.metrics):
+            control_aggr = aggregates(by_variant[control], index, spec)
+            variant_aggr = aggregates(by_variant[variant], index, spec)
+            row = analyse_metric(spec, index, control_aggr, variant_aggr, options)
+            row.update(metric=spec.name, variant=variant)
+            rows.append(row)
+            per_metric[spec.name] = row["_result"]
+        raw[variant] = ExperimentResult(per_metric)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=CONTRACT_COLUMNS)
+    table["p_adjusted"] = adjusted_p_values(raw, control, options)
+    table = table.drop(columns=["_result"])
+    extra = [c for c in table.columns if c not in CONTRACT_COLUMNS]
+    return table[CONTRACT_COLUMNS + extra]
+
+
+def analyse_metric(
+    spec: MetricSpec, index: int, control: Aggregates, variant: Aggregates, options: Options
+) -> dict[str, object]:
+    """One metric, one variant: the effect, its interval and test, via tea-tasting."""
+    confidence = 1 - options.alpha
+    values = value_columns(index, spec)
+    covariates = covariate_columns(index, spec) if options.cuped else []
+    if covariates and not _informative(covariates, control + variant):
+        covariates = []
+    metric = _tea_metric(spec, values, covariates, confidence)
+    empty = control.count() < 2 or variant.count() < 2
+    if empty:
+        result = None
+    else:
+        with np.errstate(all="ignore"):
+            result = metric.analyze_aggregates(control, variant)
+    se = _standard_error(metric, control, variant) if result is not None else float("nan")
+    row: dict[str, object] = {
+        "control_users": control.count(),
+        "variant_users": variant.count(),
+        "control_value": _field(result, "control"),
+        "variant_value": _field(result, "treatment"),
+        "abs_diff": _field(result, "effect_size"),
+        "rel_diff": _field(result, "rel_effect_size"),
+        "ci_low": _field(result, "effect_size_ci_lower"),
+        "ci_high": _field(result, "effect_size_ci_upper"),
+        "rel_ci_low": _field(result, "rel_effect_size_ci_lower"),
+        "rel_ci_high": _field(result, "rel_effect_size_ci_upper"),
+        "p_value": _field(result, "pvalue"),
+        "se": se,
+        "test": _test_name(spec, bool(covariates)),
+        "cuped": bool(covariates),
+        "variance_reduction": float("nan"),
+        "_result": result,
+    }
+    if covariates and result is not None:
+        plain = _tea_metric(spec, values, [], confidence, force_mean=True)
+        plain_se = _standard_error(plain, control, variant)
+        if plain_se > 0 and math.isfinite(se):
+            row["variance_reduction"] = 1 - (se / plain_se) ** 2
+    return row
+
+
+def _informative(covariates: list[str], pooled: Aggregates) -> bool:
+    """CUPED needs a pre-period that varies: users assigned at their first visit have none
+    (every covariate is 0), and a ratio's pre-period denominator must not average 0."""
+    if any(not pooled.var(c) > 0 for c in covariates):
+        return False
+    return not (len(covariates) == 2 and not pooled.mean(covariates[1]) > 0)
+
+
+def _tea_metric(
+    spec: MetricSpec, values: list[str], covariates: list[str], confidence: float, force_mean: bool = False
+) -> tt.metrics.MetricBase:
+    """The tea-tasting metric; ``force_mean`` gives rates the z-test on sample variances that
+    CUPED uses, so its variance reduction compares like with like."""
+    if spec.is_ratio:
+        return tt.RatioOfMeans(
+            values[0],
+            values[1],
+            covariates[0] if covariates else None,
+            covariates[1] if covariates else None,
+            confidence_level=confidence,
+            equal_var=False,
+            use_t=True,
+        )
+    if spec.is_rate and not covariates and not force_mean:
+        return tt.Proportion(
+            values[0], method="norm", correction=False, equal_var=False, confidence_level=confidence
+        )
+    return tt.Mean(
+        values[0],
+        covariates[0] if covariates else None,
+        confidence_level=confidence,
+        equal_var=False,
+        use_t=not spec.is_rate,
+    )
+
+
+def _standard_error(metric: tt.metrics.MetricBase, control: Aggregates, variant: Aggregates) -> float:
+    """The standard error of the absolute difference the test used.
+
+    For rates without CUPED: sqrt(p_c(1-p_c)/n_c + p_v(1-p_v)/n_v). Else the variance of the
+    (CUPED-adjusted, linearised) per-user metric in each arm over its count, as tea-tasting's
+    ``RatioOfMeans`` computes it.
+    """
+    if isinstance(metric, tt.Proportion):
+        p_c, p_v = control.mean(metric.column), variant.mean(metric.column)
+        return math.sqrt(p_c * (1 - p_c) / control.count() + p_v * (1 - p_v) / variant.count())
+    control, variant = control.with_zero_div(), variant.with_zero_div()
+    coefficient = metric._covariate_coef(control + variant)
+    variance = (
+        metric._metric_var(control, coefficient) / control.count()
+        + metric._metric_var(variant, coefficient) / variant.count()
+    )
+    return float(math.sqrt(variance)) if variance >= 0 else float("nan")
+
+
+def _field(result: object, name: str) -> float:
+    return float(getattr(result, name)) if result is not None else float("nan")
+
+
+def _test_name(spec: MetricSpec, cuped: bool) -> str:
+    if spec.is_ratio:
+        return "Welch t, delta method" + (", CUPED" if cuped else "")
+    if spec.is_rate:
+        return "z, CUPED regression" if cuped else "two-proportion z"
+    return "Welch t" + (", CUPED" if cuped else "")
+
+
+def adjusted_p_values(raw: dict[str, ExperimentResult], control: str, options: Options) -> list[float]:
+    """Holm (family-wise) or Benjamini-Hochberg (false discovery rate) over every test of the
+    table, in the table's row order; tests without a p-value are left out and stay empty."""
+    results = ExperimentResults({(control, variant): result for variant, result in raw.items()})
+    usable = [
+        name
+        for result in raw.values()
+        for name, value in result.items()
+        if value is not None and math.isfinite(value.pvalue)
+    ]
+    adjusted: dict[tuple[str, str], float] = {}
+    if usable:
+        trimmed = ExperimentResults(
+            {
+                key: ExperimentResult({n: v for n, v in result.items() if n in usable and v is not None})
+                for key, result in results.items()
+            }
+        )
+        if options.correction == "holm":
+            corrected = tt.adjust_fwer(
+                trimmed, alpha=options.alpha, arbitrary_dependence=True, method="bonferroni"
+            )
+        else:
+            corrected = tt.adjust_fdr(trimmed, alpha=options.alpha, arbitrary_dependence=False)
+        for (_, variant), result in corrected.items():
+            for name, value in result.items():
+                adjusted[(variant, name)] = float(value["pvalue_adj"])
+    return [adjusted.get((variant, name), float("nan")) for variant, result in raw.items() for name in result]
+
+
+def _warnings(users: ExperimentUsers, design: Design, results: pd.DataFrame) -> list[str]:
+    notes: list[str] = []
+    if users.srm_failed:
+        notes.append(
+            f"Sample ratio mismatch: the users per variant ({_counts(users)}) differ from the intended split "
+            f"({_shares(users)}, from {users.split_source}) with p = {users.srm_p_value:.2g} < 0.001. "
+            "Assignment or logging is broken: the results below cannot be trusted."
+        )
+    if users.excluded_multiple:
+        notes.append(
+            f"{users.excluded_multiple:,} users were assigned to more than one variant and are left out of every figure."
+        )
+    for index, spec in enumerate(design.metrics):
+        if spec.kind == "retention":
+            counted = results.loc[results["metric"] == spec.name, ["control_users", "variant_users"]]
+            if counted.empty:
+                continue
+            in_review = int(counted.iloc[0]["control_users"] + counted["variant_users"].sum())
+            left_out = users.total_users - in_review
+            if left_out > 0:
+                notes.append(
+                    f"{spec.label(design.days)}: {left_out:,} users assigned less than {spec.retention_day + 1} days "
+                    "before the data's end are left out (their day has not ended)."
+                )
+        del index
+    return notes
+
+
+def _counts(users: ExperimentUsers) -> str:
+    return ", ".join(f"{variant} {count:,}" for variant, count in users.users.items())
+
+
+def _shares(users: ExperimentUsers) -> str:
+    return ", ".join(f"{variant} {share:.1%}" for variant, share in users.intended_share.items())
+
+
+def srm_chi_square(observed: list[int], shares: list[float]) -> float:
+    """The SRM p-value for given counts and intended shares (also used by the planning view)."""
+    expected = np.asarray(shares, dtype=float) / np.sum(shares) * np.sum(observed)
+    return float(stats.chisquare(np.asarray(observed, dtype=float), expected).pvalue)
