@@ -1,0 +1,1 @@
+"""A/B experiment reviews: assignments, metrics, statistics."""
