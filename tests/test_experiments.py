@@ -94,7 +94,7 @@ def _reference_values(events: pd.DataFrame, assignments: pd.DataFrame, days: int
                 "pre_conversion": float(((own["event_name"] == "purchase") & before).any()),
                 "retention7": float(((elapsed >= 7) & (elapsed < 8)).any()),
                 "retention7_ok": user.assigned + dt.timedelta(days=8) <= data_end,
-                "pre_active_days": float(np.floor(elapsed[before]).nunique()),
+                "pre_events": float(before.sum()),
                 "revenue": float(own.loc[window, "revenue"].sum()),
                 "pre_revenue": float(own.loc[before, "revenue"].sum()),
                 "events": float(window.sum()),
@@ -119,7 +119,7 @@ def test_per_user_values_match_a_pandas_walk(built: tuple[Path, pd.DataFrame, pd
         "m0": "conversion",
         "pre_m0": "pre_conversion",
         "m1": "retention7",
-        "pre_m1": "pre_active_days",
+        "pre_m1": "pre_events",
         "m2": "revenue",
         "pre_m2": "pre_revenue",
         "m3": "events",
@@ -355,24 +355,26 @@ def test_cli_contract(
     assert "missing" in capsys.readouterr().err
 
 
-def _moments_from_frame(values: pd.DataFrame, design: Design, groups: np.ndarray) -> dict[str, pd.Series]:
-    """Moment sums per group straight from a per-user frame (for the A/A simulations)."""
+def _products(values: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """Per user, the terms the moment sums add up (n, x, x*y), zero where the window is open."""
     from core.experiments.moments import metric_columns
 
-    out: dict[str, pd.Series] = {}
-    for group in np.unique(groups):
-        part = values[groups == group]
-        row: dict[str, float] = {}
-        for index, spec in enumerate(design.metrics):
-            ok = part[f"ok{index}"].to_numpy(bool)
-            row[f"n{index}"] = float(ok.sum())
-            columns = metric_columns(index, spec)
-            for a_i, a in enumerate(columns):
-                row[f"s__{a}"] = float(part[a].to_numpy()[ok].sum())
-                for b in columns[a_i:]:
-                    row[f"ss__{a}__{b}"] = float((part[a].to_numpy() * part[b].to_numpy())[ok].sum())
-        out[str(group)] = pd.Series(row)
-    return out
+    terms: dict[str, np.ndarray] = {}
+    for index, spec in enumerate(design.metrics):
+        ok = values[f"ok{index}"].to_numpy(bool).astype(float)
+        terms[f"n{index}"] = ok
+        columns = metric_columns(index, spec)
+        for a_i, a in enumerate(columns):
+            terms[f"s__{a}"] = values[a].to_numpy(float) * ok
+            for b in columns[a_i:]:
+                terms[f"ss__{a}__{b}"] = values[a].to_numpy(float) * values[b].to_numpy(float) * ok
+    return pd.DataFrame(terms)
+
+
+def _moments_from_frame(values: pd.DataFrame, design: Design, groups: np.ndarray) -> dict[str, pd.Series]:
+    """Moment sums per group straight from a per-user frame (for the A/A simulations)."""
+    summed = _products(values, design).groupby(groups).sum()
+    return {str(group): row for group, row in summed.iterrows()}
 
 
 def test_moment_aggregates_equal_numpy(built: tuple[Path, pd.DataFrame, pd.DataFrame]) -> None:
@@ -449,3 +451,69 @@ def test_aa_false_positive_rate_is_near_alpha(sample_store: Store) -> None:
     per_metric = np.mean(rejections, axis=0)
     assert 0.02 <= rate <= 0.08, (rate, per_metric)
     assert (per_metric <= 0.1).all(), per_metric
+
+
+# --- the cumulative view and always-valid intervals under daily peeking ------------------------
+
+
+def test_cumulative_view_ends_at_the_table(built: tuple[Path, pd.DataFrame, pd.DataFrame]) -> None:
+    """The last day of the cumulative view is the whole experiment: the same estimates and
+    standard errors as the table (normal intervals there, t in the table), with and without CUPED."""
+    path, design, _, _ = _arms(built, METRICS)
+    with Store(path, read_only=True) as store:
+        for cuped in (False, True):
+            result = review(store, design, Options(cuped=cuped))
+            last = result.cumulative.groupby(["metric", "variant"]).tail(1).set_index("metric")
+            table = result.results.set_index("metric")
+            for metric in table.index:
+                row = last.loc[metric]
+                if cuped and metric == "revenue_per_session":
+                    continue
+                assert row["diff"] == pytest.approx(table.loc[metric, "abs_diff"], rel=1e-9, abs=1e-12)
+                half = (row["ci_high"] - row["ci_low"]) / 2
+                assert half == pytest.approx(1.959963985 * table.loc[metric, "se"], rel=1e-6)
+                assert row["seq_ci_low"] == table.loc[metric, "seq_ci_low"]
+
+
+def test_cumulative_days_match_a_pandas_replay(built: tuple[Path, pd.DataFrame, pd.DataFrame]) -> None:
+    """Day by day: users assigned so far, their difference in means and its Welch variance."""
+    path, _, _ = built
+    design = Design("exp", (MetricSpec("revenue"),), days=10)
+    with Store(path, read_only=True) as store:
+        values = user_values(store, design)
+        cumulative = review(store, design).cumulative
+    values["day"] = values["assigned_time"].dt.floor("D")
+    for row in cumulative.iloc[::7].itertuples():
+        so_far = values[values["day"] <= row.day]
+        c = so_far.loc[so_far["variant"] == "control", "m0"]
+        t = so_far.loc[so_far["variant"] == "treatment", "m0"]
+        assert (row.control_users, row.variant_users) == (len(c), len(t))
+        assert row.diff == pytest.approx(t.mean() - c.mean(), abs=1e-9)
+        se = np.sqrt(c.var(ddof=1) / len(c) + t.var(ddof=1) / len(t))
+        assert row.ci_high - row.diff == pytest.approx(1.959963985 * se, rel=1e-6)
+    widths = (cumulative["seq_ci_high"] - cumulative["seq_ci_low"]).dropna().to_numpy()
+    assert (np.diff(widths) <= 1e-12).all(), "the running always-valid interval only narrows"
+
+
+def test_always_valid_intervals_hold_when_peeking_daily(sample_store: Store) -> None:
+    """200 A/A splits of checkout_button_color's users, looked at every assignment day (60 looks):
+    the always-valid interval ever excludes 0 in at most alpha of them, while the fixed-horizon
+    interval, peeked at daily, does so far more often."""
+    from core.experiments.cumulative import cumulative_from_moments
+
+    design = Design("checkout_button_color", tuple(parse_metrics("retention:7,revenue,events")))
+    values = user_values(sample_store, design)
+    day = values["assigned_time"].dt.floor("D").to_numpy()
+    products = _products(values, design)
+    rng = np.random.default_rng(7)
+    ever_sequential, ever_fixed = [], []
+    for _ in range(200):
+        groups = np.where(rng.random(len(values)) < 0.5, "a", "b")
+        moments = products.groupby([groups, day]).sum().rename_axis(["g0", "g1"]).reset_index()
+        cumulative = cumulative_from_moments(moments, design, "a")
+        excluded = (cumulative["seq_ci_low"] > 0) | (cumulative["seq_ci_high"] < 0)
+        fixed = (cumulative["ci_low"] > 0) | (cumulative["ci_high"] < 0)
+        ever_sequential.append(excluded.groupby(cumulative["metric"]).any().to_numpy())
+        ever_fixed.append(fixed.groupby(cumulative["metric"]).any().to_numpy())
+    assert np.mean(ever_sequential) <= 0.05, np.mean(ever_sequential, axis=0)
+    assert np.mean(ever_fixed) > 0.1, np.mean(ever_fixed, axis=0)

@@ -22,8 +22,11 @@ from tea_tasting.experiment import ExperimentResult, ExperimentResults
 
 from core.errors import TenureError
 from core.experiments.assignments import ExperimentUsers, experiment_users
+from core.experiments.bayes import chance_to_beat_mean, chance_to_beat_rate
+from core.experiments.cumulative import cumulative_from_moments
 from core.experiments.metrics import Design, MetricSpec, covariate_columns, per_user_sql, value_columns
 from core.experiments.moments import aggregates, moments_sql
+from core.experiments.sequential import always_valid_interval, always_valid_p_value, mixing_variance
 from core.store import Store
 
 Correction = Literal["holm", "bh"]
@@ -69,6 +72,7 @@ class Review:
     control: str
     results: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    cumulative: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def trustworthy(self) -> bool:
@@ -101,10 +105,31 @@ def review(store: Store, design: Design, options: Options | None = None) -> Revi
             "a review compares at least two variants",
         )
     control = choose_control(variants, options.control)
-    moments = variant_moments(store, design)
-    by_variant = {str(row["g0"]): row for _, row in moments.iterrows()}
+    daily = variant_moments(store, design, extra_group=["CAST(assigned_time AS DATE)"])
+    by_variant = {
+        str(variant): part.drop(columns=["g0", "g1"]).sum()
+        for variant, part in daily.groupby("g0", sort=True)
+    }
     results = compare(by_variant, design, options, control)
-    return Review(design, options, users, control, results, _warnings(users, design, results))
+    cumulative = cumulative_from_moments(daily, design, control, options.alpha, cuped=options.cuped)
+    results = _with_running_sequential(results, cumulative)
+    return Review(design, options, users, control, results, _warnings(users, design, results), cumulative)
+
+
+def _with_running_sequential(results: pd.DataFrame, cumulative: pd.DataFrame) -> pd.DataFrame:
+    """The always-valid figures of the table are the last day of the cumulative view (a look
+    every day since the first assignment), where that view estimates the same effect (the same
+    CUPED choice); elsewhere (ratio metrics with CUPED) they stay those of a single look."""
+    if cumulative.empty or results.empty:
+        return results
+    last = cumulative.groupby(["metric", "variant"], sort=False).tail(1).set_index(["metric", "variant"])
+    results = results.copy()
+    for position, row in results.iterrows():
+        key = (row["metric"], row["variant"])
+        if key in last.index and bool(last.loc[key, "cuped"]) == bool(row["cuped"]):
+            for column in ("seq_ci_low", "seq_ci_high", "seq_p_value"):
+                results.at[position, column] = last.loc[key, column]
+    return results
 
 
 def compare(by_variant: dict[str, pd.Series], design: Design, options: Options, control: str) -> pd.DataFrame:
@@ -165,6 +190,8 @@ def analyse_metric(
         "variance_reduction": float("nan"),
         "_result": result,
     }
+    row.update(_bayes(spec, metric, control, variant, row))
+    row.update(_always_valid(row, options.alpha))
     if covariates and result is not None:
         plain = _tea_metric(spec, values, [], confidence, force_mean=True)
         plain_se = _standard_error(plain, control, variant)
@@ -226,6 +253,50 @@ def _standard_error(metric: tt.metrics.MetricBase, control: Aggregates, variant:
         + metric._metric_var(variant, coefficient) / variant.count()
     )
     return float(math.sqrt(variance)) if variance >= 0 else float("nan")
+
+
+def _bayes(
+    spec: MetricSpec, metric: tt.metrics.MetricBase, control: Aggregates, variant: Aggregates, row: dict
+) -> dict[str, object]:
+    """Chance to beat control and expected losses (``bayes.py``): Beta-Binomial for plain rates,
+    a normal posterior of the (possibly CUPED-adjusted or delta-method) difference otherwise."""
+    empty = {"chance_to_beat": float("nan"), "expected_loss": float("nan"), "prior": ""}
+    diff, se = float(row["abs_diff"]), float(row["se"])
+    if not (math.isfinite(diff) and math.isfinite(se)):
+        return empty
+    if isinstance(metric, tt.Proportion):
+        column = metric.column
+        result = chance_to_beat_rate(
+            round(control.mean(column) * control.count()),
+            control.count(),
+            round(variant.mean(column) * variant.count()),
+            variant.count(),
+        )
+    elif se > 0:
+        result = chance_to_beat_mean(diff, se)
+    else:
+        return empty
+    return {
+        "chance_to_beat": result.chance_to_beat,
+        "expected_loss": result.expected_loss_variant,
+        "prior": result.prior,
+    }
+
+
+def _always_valid(row: dict, alpha: float) -> dict[str, float]:
+    """The mSPRT interval and p-value at this look (``sequential.py``), with the mixing variance
+    tuned to this sample: valid for someone who has looked at every earlier day as well."""
+    diff, se = float(row["abs_diff"]), float(row["se"])
+    if not (math.isfinite(diff) and math.isfinite(se) and se > 0):
+        return {"seq_ci_low": float("nan"), "seq_ci_high": float("nan"), "seq_p_value": float("nan")}
+    tau2 = mixing_variance(se**2, alpha)
+    interval = always_valid_interval([diff], [se**2], tau2, alpha)
+    p_value = always_valid_p_value([diff], [se**2], tau2)
+    return {
+        "seq_ci_low": float(interval.low[0]),
+        "seq_ci_high": float(interval.high[0]),
+        "seq_p_value": float(p_value[0]),
+    }
 
 
 def _field(result: object, name: str) -> float:

@@ -35,10 +35,10 @@ def clean_assignments_sql() -> str:
     return (
         "SELECT user_id, "
         + user_key_sql()
-        + " AS user_key, any_value(variant) AS variant, min(assigned_time) AS assigned_time, "
+        + " AS user_key, min(variant) AS variant, min(assigned_time) AS assigned_time, "
         "arg_min(propensity, assigned_time) AS propensity "
         "FROM assignments WHERE experiment = ? AND user_id IS NOT NULL AND assigned_time IS NOT NULL "
-        "GROUP BY user_id HAVING count(DISTINCT variant) = 1"
+        "AND variant IS NOT NULL GROUP BY user_id HAVING min(variant) = max(variant)"
     )
 
 

@@ -10,6 +10,8 @@ Windows (elapsed time e = event_time - assigned_time, in days):
 - conversion:EVENT: 1 if an event named EVENT has 0 <= e < days, else 0;
 - retention:D: 1 if any event has D <= e < D + 1; users whose day D has not ended by the data's
   end are left out of this metric and counted (the incomplete-window rule of docs/METRICS.md);
+  its pre-period value is the number of events in the ``days`` before assignment (how active the
+  user already was: the best cheap predictor of coming back);
 - revenue, events: the sum of revenue, the number of events, with 0 <= e < days;
 - revenue_per_session: a ratio of means, revenue over distinct sessions with 0 <= e < days
   (delta method), so a user with more sessions weighs more, as in the pooled ratio.
@@ -209,7 +211,7 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
         elif spec.kind == "retention":
             day = spec.retention_day
             per_user.append(f"max((e >= {day} AND e < {day + 1})::INTEGER) AS m{index}")
-            per_user.append(f"count(DISTINCT CASE WHEN {before} THEN floor(e) END) AS pre_m{index}")
+            per_user.append(f"count(*) FILTER (WHERE {before}) AS pre_m{index}")
         elif spec.kind == "revenue":
             per_user.append(f"sum(CASE WHEN {window} THEN coalesce(revenue, 0) ELSE 0 END) AS m{index}")
             per_user.append(f"sum(CASE WHEN {before} THEN coalesce(revenue, 0) ELSE 0 END) AS pre_m{index}")
