@@ -30,6 +30,10 @@ def _run_ab(args: argparse.Namespace) -> int:
         design = Design(args.experiment, tuple(metrics), days=args.days, winsorize=args.winsorize)
         options = Options(control=args.control, cuped=args.cuped, correction=args.correction)
         result = review(store, design, options)
+        if args.ltv_model is not None:
+            from core.experiments.ltv import with_ltv_rows
+
+            result = with_ltv_rows(store, result, args.ltv_model)
     table = result.results if args.details else result.results[CONTRACT_COLUMNS]
     if args.format == "csv":
         print_frame(table, "csv")
@@ -116,6 +120,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--details",
         action="store_true",
         help="add counts, standard errors, CUPED's variance reduction, Bayesian and always-valid figures and warnings",
+    )
+    ab.add_argument(
+        "--ltv-model",
+        metavar="DIR",
+        help="append the model-based metric predicted_ltv_90d: each user's 90-day LTV predicted by this saved "
+        "model folder (written by train, horizon 90d) as of the end of the day of assignment + N days, "
+        "Welch t per variant; its rows join the p_adjusted family (default: no such rows)",
     )
     add_format_flag(ab, default="json")
     ab.set_defaults(handler=_run_ab)

@@ -254,6 +254,19 @@ def test_save_and_load_round_trip_without_pickle(
     assert (np.diff(curve, axis=1) <= 1e-7).all()
 
 
+def test_scoring_restricted_to_users_equals_their_rows_of_a_full_run(
+    small_store_path: Path, fitted: SequenceModel
+) -> None:
+    spec = ModelSpec(AS_OF.to_pydatetime())
+    with Store(small_store_path, read_only=True) as store:
+        full = fitted.predict(store, spec, survival=True)
+        chosen = [*full["user_id"].iloc[::9], "nobody-has-this-id"]
+        restricted = fitted.predict(store, spec, survival=True, users=chosen)
+    expected = full[full["user_id"].isin(chosen)].reset_index(drop=True)
+    assert restricted["user_id"].tolist() == sorted(chosen[:-1])
+    pd.testing.assert_frame_equal(restricted, expected, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
 def test_train_and_score_sequence_models(small_store_path: Path, tmp_path: Path) -> None:
     """train_models fits seq and gru beside a baseline, writes their folders, and score reads them."""
     spec = ModelSpec(dt.datetime(2026, 3, 1))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +135,10 @@ def behaviour_features_sql(
     filters: Filters | None,
     vocabulary: FeatureVocabulary,
     shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
 ) -> tuple[str, list[Any]]:
     """The one query of ``behaviour_features`` and its bound parameters."""
-    users, params, events = model_users_sql(store, spec, filters, shard)
+    population, params, events = model_users_sql(store, spec, filters, shard, users)
     as_of = spec.as_of
     names = vocabulary.feature_names()
     stats: list[str] = []
@@ -189,7 +191,7 @@ def behaviour_features_sql(
     )
     stat_columns = ",\n        ".join(stats)
     sql = f"""
-WITH {users},
+WITH {population},
 before AS (
     SELECT e.user_key, e.event_time, e.event_name, coalesce(e.revenue, 0) AS revenue,
         date_trunc('day', e.event_time) AS day
@@ -217,6 +219,7 @@ def behaviour_features(
     filters: Filters | None = None,
     vocabulary: FeatureVocabulary | None = None,
     shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Each population user's features at ``spec.as_of`` (module docstring), from events before T.
 
@@ -227,6 +230,7 @@ def behaviour_features(
         vocabulary: the event names and attribute values to make columns of; None = the
             vocabulary at ``spec.as_of`` (``feature_vocabulary``).
         shard: (n, i): only the users with ``user_key % n = i`` (``model_users_sql``).
+        users: only the population users among these ids (``model_users_sql``); None = all.
 
     Returns:
         DataFrame ``user_id`` then ``vocabulary.feature_names()`` (all float), one row per user
@@ -234,5 +238,5 @@ def behaviour_features(
     """
     if vocabulary is None:
         vocabulary = feature_vocabulary(store, spec)
-    sql, params = behaviour_features_sql(store, spec, filters, vocabulary, shard)
+    sql, params = behaviour_features_sql(store, spec, filters, vocabulary, shard, users)
     return store.query_df(sql, params).reset_index(drop=True)

@@ -193,7 +193,11 @@ class GBMModel:
         return self
 
     def predict(
-        self, store: Store, spec: ModelSpec | None = None, filters: Filters | None = None
+        self,
+        store: Store,
+        spec: ModelSpec | None = None,
+        filters: Filters | None = None,
+        users: Collection[str] | None = None,
     ) -> pd.DataFrame:
         """Churn probability and LTV over the horizon for each user of the population at ``spec.as_of``.
 
@@ -202,12 +206,13 @@ class GBMModel:
             spec: the as-of date and population to score; None = the spec the model was fitted on.
                 Its horizon and activity events must be the model's.
             filters: the global filters; None = everyone.
+            users: score only the population users among these ids; None = all.
 
         Returns:
             DataFrame ``user_id, churn_prob, ltv_pred``, sorted by ``user_id``.
         """
         spec = scoring_spec(self.spec_, spec)
-        features = behaviour_features(store, spec, filters, self.vocabulary_)
+        features = behaviour_features(store, spec, filters, self.vocabulary_, users=users)
         matrix = features[self.feature_names_].to_numpy(dtype=float)
         if len(features) == 0:
             churn_prob = ltv_pred = np.zeros(0)

@@ -11,6 +11,7 @@ from the events of the same keys.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pandas as pd
 from core.errors import TenureError
 from core.models.spec import ModelSpec
 from core.population import Filters, keyed_events_sql, population_sql
+from core.schema import user_key_sql
 from core.store import Store
 
 LABEL_COLUMNS = ("user_id", "churned", "ltv_actual")
@@ -32,12 +34,21 @@ def activity_condition(spec: ModelSpec, alias: str = "e") -> tuple[str, list[Any
 
 
 def model_users_sql(
-    store: Store, spec: ModelSpec, filters: Filters | None = None, shard: tuple[int, int] | None = None
+    store: Store,
+    spec: ModelSpec,
+    filters: Filters | None = None,
+    shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
 ) -> tuple[str, list[Any], str]:
     """CTEs (a ``WITH`` body) defining ``model_users(user_key, user_id, start_time)``: the population.
 
     ``shard`` = (n, i) keeps only the users with ``user_key % n = i``: scoring a large population
     shard by shard bounds memory without changing any user's result.
+
+    ``users`` (user ids; None = no restriction) keeps only the population users among them: a
+    user's features and labels read that user's events only, so scoring a few users of a large
+    store gives each of them the score a run over the whole population would. Ids that are not
+    in the population (no start before T, or filtered out) stay out.
 
     Returns:
         (sql, params, events): ``events`` is the keyed events relation the CTEs read, for the
@@ -59,11 +70,16 @@ def model_users_sql(
     if shard is not None:
         shard_sql = " AND p.user_key % ? = ?"
         shard_params = [int(shard[0]), int(shard[1])]
+    users_sql, users_params = "", []
+    if users is not None:
+        keys = user_key_sql("ids.user_id")
+        users_sql = f" AND p.user_key IN (SELECT {keys} FROM unnest(?::VARCHAR[]) ids(user_id))"
+        users_params = [[str(user) for user in users]]
     sql = f"""
 population AS ({population}),
 eligible AS (
     SELECT p.user_key, p.start_time FROM population p
-    WHERE p.start_time < ?{lookback}{shard_sql}
+    WHERE p.start_time < ?{lookback}{shard_sql}{users_sql}
 ),
 model_users AS MATERIALIZED (
     SELECT u.user_key, ids.user_id, u.start_time
@@ -72,7 +88,7 @@ model_users AS MATERIALIZED (
           WHERE user_key IN (SELECT user_key FROM eligible) GROUP BY user_key) ids
         ON ids.user_key = u.user_key
 )"""
-    return sql, [*params, spec.as_of, *lookback_params, *shard_params], events
+    return sql, [*params, spec.as_of, *lookback_params, *shard_params, *users_params], events
 
 
 def labels_sql(store: Store, spec: ModelSpec, filters: Filters | None = None) -> tuple[str, list[Any]]:

@@ -312,9 +312,11 @@ class SequenceModel:
                 frame[f"survival_w{week}"] = matrix[:, week]
         return frame
 
-    def _population(self, store: Store, spec: ModelSpec, filters: Filters | None) -> int:
-        users, params, _ = model_users_sql(store, spec, filters)
-        return int(store.query_one(f"WITH {users} SELECT count(*) FROM model_users", params)[0])
+    def _population(
+        self, store: Store, spec: ModelSpec, filters: Filters | None, users: Collection[str] | None = None
+    ) -> int:
+        population, params, _ = model_users_sql(store, spec, filters, users=users)
+        return int(store.query_one(f"WITH {population} SELECT count(*) FROM model_users", params)[0])
 
     def predict(
         self,
@@ -323,11 +325,14 @@ class SequenceModel:
         filters: Filters | None = None,
         survival: bool = False,
         progress: Progress | None = None,
+        users: Collection[str] | None = None,
     ) -> pd.DataFrame:
-        """Scores of the population at ``spec.as_of``, read shard by shard; sorted by ``user_id``."""
+        """Scores of the population at ``spec.as_of``, read shard by shard; sorted by ``user_id``;
+        ``users``: only the population users among these ids (``model_users_sql``)."""
         spec = scoring_spec(self.spec_, spec)
         progress = progress or (lambda fraction, message: None)
-        shards = max(1, math.ceil(self._population(store, spec, filters) / self.config.score_shard_users))
+        population = self._population(store, spec, filters, users)
+        shards = max(1, math.ceil(population / self.config.score_shard_users))
         frames = []
         for shard in range(shards):
             progress(shard / shards, f"scoring shard {shard + 1} of {shards}")
@@ -339,6 +344,7 @@ class SequenceModel:
                 self.feature_vocabulary_,
                 self.config.max_events,
                 shard=(shards, shard) if shards > 1 else None,
+                users=users,
             )
             frames.append(self.predict_inputs(inputs, survival=survival))
         progress(1.0, "scored")

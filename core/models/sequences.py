@@ -25,6 +25,7 @@ items 1 means no item and 2 an unknown item.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,12 +141,17 @@ class SequenceInputs:
 
 
 def history_sql(
-    store: Store, spec: ModelSpec, filters: Filters | None, max_events: int, shard: tuple[int, int] | None
+    store: Store,
+    spec: ModelSpec,
+    filters: Filters | None,
+    max_events: int,
+    shard: tuple[int, int] | None,
+    users: Collection[str] | None = None,
 ) -> tuple[str, list[Any]]:
     """One row per kept event: ``user_id, position`` (0 = oldest kept) and the raw event fields."""
-    users, params, events = model_users_sql(store, spec, filters, shard)
+    population, params, events = model_users_sql(store, spec, filters, shard, users)
     sql = f"""
-WITH {users},
+WITH {population},
 before AS (
     SELECT e.user_key, e.event_time, e.event_name, e.item_id,
         greatest(coalesce(e.revenue, 0), 0) AS revenue,
@@ -211,20 +217,21 @@ def build_inputs(
     *,
     with_labels: bool = False,
     shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
 ) -> SequenceInputs:
-    """Every population user's history and static features at ``spec.as_of`` (module docstring)."""
-    static = behaviour_features(store, spec, filters, feature_vocabulary, shard)
+    """Every population user's history and static features at ``spec.as_of`` (module docstring);
+    ``users``: only the population users among these ids (``model_users_sql``)."""
+    static = behaviour_features(store, spec, filters, feature_vocabulary, shard, users)
     user_ids = static["user_id"].astype(str).to_numpy()
-    users = len(user_ids)
     width = max_events + 1
-    shape = (users, width)
+    shape = (len(user_ids), width)
     events = np.zeros(shape, dtype=np.int64)
     items = np.zeros(shape, dtype=np.int64)
     weekday = np.zeros(shape, dtype=np.int64)
     hour = np.zeros(shape, dtype=np.int64)
     numeric = np.zeros((*shape, len(NUMERIC_FEATURES)), dtype=np.float32)
-    lengths = np.zeros(users, dtype=np.int64)
-    sql, params = history_sql(store, spec, filters, max_events, shard)
+    lengths = np.zeros(len(user_ids), dtype=np.int64)
+    sql, params = history_sql(store, spec, filters, max_events, shard, users)
     history = store.query_df(sql, params)
     if len(history):
         rows = pd.Index(user_ids).get_indexer(history["user_id"].astype(str))
