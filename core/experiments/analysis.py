@@ -349,6 +349,12 @@ def _warnings(users: ExperimentUsers, design: Design, results: pd.DataFrame) -> 
             f"({_shares(users)}, from {users.split_source}) with p = {users.srm_p_value:.2g} < 0.001. "
             "Assignment or logging is broken: the results below cannot be trusted."
         )
+    if users.targeted:
+        notes.append(
+            "Assignment probabilities differ between users (the propensity column): the variants were given to "
+            "different kinds of users, so a plain comparison is confounded; a causal reading needs "
+            "inverse-propensity weighting."
+        )
     if users.excluded_multiple:
         notes.append(
             f"{users.excluded_multiple:,} users were assigned to more than one variant and are left out of every figure."

@@ -23,6 +23,7 @@ from core.errors import TenureError
 from core.schema import user_key_sql
 from core.store import Store
 
+PER_USER_SPLIT = "the per-user assignment propensities"
 SRM_ALPHA = 0.001
 """The SRM flag threshold: strict, since the check runs on every experiment every day."""
 
@@ -64,6 +65,11 @@ class ExperimentUsers:
     srm_p_value: float
     first_assigned: pd.Timestamp
     last_assigned: pd.Timestamp
+
+    @property
+    def targeted(self) -> bool:
+        """Propensities that differ between users: the arms are not comparable as they stand."""
+        return self.split_source == PER_USER_SPLIT
 
     @property
     def srm_failed(self) -> bool:
@@ -144,7 +150,7 @@ def _intended_share(per_variant: pd.DataFrame) -> tuple[dict[str, float], str]:
             expected = np.array([sums[0] + counts[1] - sums[1], sums[1] + counts[0] - sums[0]])
             return (
                 dict(zip(variants, expected / expected.sum(), strict=True)),
-                "the per-user assignment propensities",
+                PER_USER_SPLIT,
             )
     equal = 1.0 / len(variants)
     return dict.fromkeys(variants, equal), "an equal split (no propensities recorded)"
