@@ -90,25 +90,29 @@ def experiment_names(store: Store) -> list[str]:
 
 def experiment_users(store: Store, experiment: str) -> ExperimentUsers:
     """Counts, exclusions and the SRM check of ``experiment``."""
-    per_variant = store.query_df(
-        f"WITH a AS ({clean_assignments_sql()}) "
-        "SELECT variant, count(*) AS users, min(assigned_time) AS first_assigned, "
-        "max(assigned_time) AS last_assigned, count(propensity) AS with_propensity, "
-        "min(propensity) AS min_propensity, max(propensity) AS max_propensity, "
-        "sum(propensity) AS sum_propensity FROM a GROUP BY variant ORDER BY variant",
+    # One pass over the experiment's rows: the clean users per variant, and (variant NULL) the
+    # users seen in several variants.
+    per_group = store.query_df(
+        "WITH g AS (SELECT user_id, min(variant) AS low, max(variant) AS high, "
+        "min(assigned_time) AS assigned_time, arg_min(propensity, assigned_time) AS propensity "
+        "FROM assignments WHERE experiment = ? AND user_id IS NOT NULL AND assigned_time IS NOT NULL "
+        "AND variant IS NOT NULL GROUP BY user_id) "
+        "SELECT CASE WHEN low = high THEN low END AS variant, count(*) AS users, "
+        "min(assigned_time) AS first_assigned, max(assigned_time) AS last_assigned, "
+        "count(propensity) AS with_propensity, min(propensity) AS min_propensity, "
+        "max(propensity) AS max_propensity, sum(propensity) AS sum_propensity "
+        "FROM g GROUP BY 1 ORDER BY 1",
         [experiment],
     )
+    several = per_group["variant"].isna()
+    excluded = int(per_group.loc[several, "users"].sum())
+    per_variant = per_group[~several].reset_index(drop=True)
     if per_variant.empty:
         known = experiment_names(store)
         raise TenureError(
             f"experiment '{experiment}' has no assigned users in the assignments table",
             f"choose one of: {', '.join(known)}" if known else "load an assignments file first",
         )
-    excluded = store.query_one(
-        "SELECT count(*) FROM (SELECT user_id FROM assignments WHERE experiment = ? "
-        "GROUP BY user_id HAVING count(DISTINCT variant) > 1)",
-        [experiment],
-    )[0]
     users = {str(v): int(n) for v, n in zip(per_variant["variant"], per_variant["users"], strict=True)}
     share, source = _intended_share(per_variant)
     observed = np.array(list(users.values()), dtype=float)

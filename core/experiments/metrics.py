@@ -201,30 +201,43 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
     }
     window = "e >= 0 AND e < $days"
     before = "e < 0"
-    per_user: list[str] = []
+    # (column, expression over the events of one group, how partial groups combine)
+    parts: list[tuple[str, str, str]] = []
+    revenue = "coalesce(revenue, 0)"
     for index, spec in enumerate(design.metrics):
         if spec.kind == "conversion":
             params[f"event{index}"] = spec.argument
             hit = f"event_name = $event{index}"
-            per_user.append(f"max(({hit} AND {window})::INTEGER) AS m{index}")
-            per_user.append(f"max(({hit} AND {before})::INTEGER) AS pre_m{index}")
+            parts.append((f"m{index}", f"max(({hit} AND {window})::INTEGER)", "max"))
+            parts.append((f"pre_m{index}", f"max(({hit} AND {before})::INTEGER)", "max"))
         elif spec.kind == "retention":
             day = spec.retention_day
-            per_user.append(f"max((e >= {day} AND e < {day + 1})::INTEGER) AS m{index}")
-            per_user.append(f"count(*) FILTER (WHERE {before}) AS pre_m{index}")
+            parts.append((f"m{index}", f"max((e >= {day} AND e < {day + 1})::INTEGER)", "max"))
+            parts.append((f"pre_m{index}", f"count(*) FILTER (WHERE {before})", "sum"))
         elif spec.kind == "revenue":
-            per_user.append(f"sum(CASE WHEN {window} THEN coalesce(revenue, 0) ELSE 0 END) AS m{index}")
-            per_user.append(f"sum(CASE WHEN {before} THEN coalesce(revenue, 0) ELSE 0 END) AS pre_m{index}")
+            parts.append((f"m{index}", f"sum(CASE WHEN {window} THEN {revenue} ELSE 0 END)", "sum"))
+            parts.append((f"pre_m{index}", f"sum(CASE WHEN {before} THEN {revenue} ELSE 0 END)", "sum"))
         elif spec.kind == "events":
-            per_user.append(f"count(*) FILTER (WHERE {window}) AS m{index}")
-            per_user.append(f"count(*) FILTER (WHERE {before}) AS pre_m{index}")
+            parts.append((f"m{index}", f"count(*) FILTER (WHERE {window})", "sum"))
+            parts.append((f"pre_m{index}", f"count(*) FILTER (WHERE {before})", "sum"))
         else:
-            per_user.append(f"sum(CASE WHEN {window} THEN coalesce(revenue, 0) ELSE 0 END) AS m{index}_num")
-            per_user.append(f"count(DISTINCT CASE WHEN {window} THEN session_id END) AS m{index}_den")
-            per_user.append(
-                f"sum(CASE WHEN {before} THEN coalesce(revenue, 0) ELSE 0 END) AS pre_m{index}_num"
-            )
-            per_user.append(f"count(DISTINCT CASE WHEN {before} THEN session_id END) AS pre_m{index}_den")
+            # Per session first: a session counts once if any of its events is in the window.
+            parts.append((f"m{index}_num", f"sum(CASE WHEN {window} THEN {revenue} ELSE 0 END)", "sum"))
+            parts.append((f"m{index}_den", f"max(({window} AND session_id IS NOT NULL)::INTEGER)", "sum"))
+            parts.append((f"pre_m{index}_num", f"sum(CASE WHEN {before} THEN {revenue} ELSE 0 END)", "sum"))
+            parts.append((f"pre_m{index}_den", f"max(({before} AND session_id IS NOT NULL)::INTEGER)", "sum"))
+    if any(spec.is_ratio for spec in design.metrics):
+        # Two steps instead of COUNT(DISTINCT session_id): far cheaper in DuckDB.
+        inner = ", ".join(f"{expression} AS {name}" for name, expression, _ in parts)
+        outer = ", ".join(f"{combine}({name}) AS {name}" for name, _, combine in parts)
+        per_user_from_x = (
+            f"SELECT user_key, {outer} FROM (SELECT user_key, session_id, {inner} FROM x "
+            "GROUP BY user_key, session_id) GROUP BY user_key"
+        )
+    else:
+        per_user_from_x = (
+            f"SELECT user_key, {', '.join(f'{e} AS {n}' for n, e, _ in parts)} FROM x GROUP BY user_key"
+        )
     columns = [
         c
         for i, spec in enumerate(design.metrics)
@@ -248,7 +261,7 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
         f"FROM {events} ev JOIN a ON ev.user_key = a.user_key "
         "WHERE ev.event_time >= a.assigned_time - to_days($days) "
         "AND ev.event_time < a.assigned_time + to_days($horizon)), "
-        f"w AS (SELECT user_key, {', '.join(per_user)} FROM x GROUP BY user_key) "
+        f"w AS ({per_user_from_x}) "
         f"SELECT a.user_id, a.user_key, a.variant, a.assigned_time, {filled}, {', '.join(eligible)} "
         "FROM a LEFT JOIN w USING (user_key)"
     )
