@@ -113,7 +113,16 @@ def review(store: Store, design: Design, options: Options | None = None) -> Revi
     results = compare(by_variant, design, options, control)
     cumulative = cumulative_from_moments(daily, design, control, options.alpha, cuped=options.cuped)
     results = _with_running_sequential(results, cumulative)
-    return Review(design, options, users, control, results, _warnings(users, design, results), cumulative)
+    notes = _warnings(users, design, results)
+    partial = int(daily["partial_users"].sum()) if "partial_users" in daily else 0
+    windowed = [spec.label(design.days) for spec in design.metrics if spec.kind != "retention"]
+    if partial and windowed:
+        notes.append(
+            f"{partial:,} users were assigned less than {design.days} days before the data's end: for "
+            f"{', '.join(windowed)} they count what they did so far (a partial window). Shorten the window or "
+            "wait for more data to compare whole windows."
+        )
+    return Review(design, options, users, control, results, notes, cumulative)
 
 
 def _with_running_sequential(results: pd.DataFrame, cumulative: pd.DataFrame) -> pd.DataFrame:

@@ -192,7 +192,8 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
     """A SELECT with one row per clean assigned user.
 
     Columns: ``user_id, user_key, variant, assigned_time``, then per metric ``i`` its value
-    columns, their pre-period twins and ``ok{i}`` (window complete). Named parameters.
+    columns, their pre-period twins and ``ok{i}`` (window complete), and ``partial_window``
+    (the N-day window has not ended by the data's end). Named parameters.
     """
     params: dict[str, Any] = {
         "experiment": design.experiment,
@@ -262,7 +263,8 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
         "WHERE ev.event_time >= a.assigned_time - to_days($days) "
         "AND ev.event_time < a.assigned_time + to_days($horizon)), "
         f"w AS ({per_user_from_x}) "
-        f"SELECT a.user_id, a.user_key, a.variant, a.assigned_time, {filled}, {', '.join(eligible)} "
+        f"SELECT a.user_id, a.user_key, a.variant, a.assigned_time, {filled}, {', '.join(eligible)}, "
+        "(a.assigned_time + to_days($days) > (SELECT max(event_time) FROM events)) AS partial_window "
         "FROM a LEFT JOIN w USING (user_key)"
     )
     if design.winsorize is not None:

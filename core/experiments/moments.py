@@ -24,7 +24,7 @@ def metric_columns(index: int, spec: MetricSpec) -> list[str]:
 
 def moments_select(design: Design) -> str:
     """The aggregate expressions: ``n{i}``, ``s__{col}`` and ``ss__{a}__{b}`` for every metric."""
-    parts: list[str] = []
+    parts: list[str] = ["count(*) FILTER (WHERE partial_window) AS partial_users"]
     for index, spec in enumerate(design.metrics):
         ok = eligible_column(index)
         parts.append(f"count(*) FILTER (WHERE {ok}) AS n{index}")
