@@ -257,16 +257,22 @@ def test_cuped_is_regression_on_the_pre_period(built: tuple[Path, pd.DataFrame, 
     assert row["variance_reduction"] == pytest.approx(1 - (row["se"] / plain_se) ** 2, rel=1e-6)
 
 
+def _store_of(tmp_path: Path, assignments: list[tuple], events: list[tuple]) -> Store:
+    """A store holding these assignment rows and (user, time, name, revenue, session) events."""
+    store = Store(tmp_path / "s.duckdb")
+    with store.transaction() as cursor:
+        cursor.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", assignments)
+        cursor.executemany(
+            "INSERT INTO events (user_id, event_time, event_name, revenue, session_id) VALUES (?, ?, ?, ?, ?)",
+            events,
+        )
+    return store
+
+
 def test_cuped_without_a_pre_period_falls_back(tmp_path: Path) -> None:
     rows = [(f"u{i}", "e", "control" if i % 2 else "b", ORIGIN, None) for i in range(40)]
     events = [(f"u{i}", ORIGIN + dt.timedelta(hours=i), "view", float(i % 3), f"s{i}") for i in range(40)]
-    with Store(tmp_path / "s.duckdb") as store:
-        with store.transaction() as cursor:
-            cursor.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", rows)
-            cursor.executemany(
-                "INSERT INTO events (user_id, event_time, event_name, revenue, session_id) VALUES (?, ?, ?, ?, ?)",
-                events,
-            )
+    with _store_of(tmp_path, rows, events) as store:
         table = review(
             store, Design("e", tuple(parse_metrics("revenue,revenue_per_session"))), Options(cuped=True)
         ).results
@@ -391,15 +397,6 @@ def test_moment_aggregates_equal_numpy(built: tuple[Path, pd.DataFrame, pd.DataF
 
 
 # --- the generated sample store: true effects and A/A calibration -----------------------------
-
-
-@pytest.fixture(scope="module")
-def sample_store() -> Store:
-    path = Path(__file__).resolve().parents[1] / "sample_data" / "tenure.duckdb"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make sample-data` (make test builds it)")
-    with Store(path, read_only=True) as store:
-        yield store
 
 
 def test_true_effects_lie_inside_the_intervals(sample_store: Store) -> None:
@@ -543,13 +540,7 @@ def test_summary_card_refuses_to_read_a_failed_ratio_check(tmp_path: Path) -> No
 
     rows = [(f"u{i}", "e", "control" if i < 700 else "b", ORIGIN, None) for i in range(1000)]
     events = [(f"u{i}", ORIGIN + dt.timedelta(hours=1), "view", 0.0, "s") for i in range(1000)]
-    with Store(tmp_path / "s.duckdb") as store:
-        with store.transaction() as cursor:
-            cursor.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", rows)
-            cursor.executemany(
-                "INSERT INTO events (user_id, event_time, event_name, revenue, session_id) VALUES (?, ?, ?, ?, ?)",
-                events,
-            )
+    with _store_of(tmp_path, rows, events) as store:
         result = review(store, Design("e", (MetricSpec("events"),)))
     assert result.users.srm_failed and not result.trustworthy
     card = sentences(result)

@@ -402,15 +402,6 @@ def test_figures_draw_each_variant_with_its_band(built: Path) -> None:
 # --- the generated sample store --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sample_store() -> Store:
-    path = Path(__file__).resolve().parents[1] / "sample_data" / "tenure.duckdb"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make sample-data` (make test builds it)")
-    with Store(path, read_only=True) as store:
-        yield store
-
-
 def test_onboarding_checklist_keeps_users_longer(sample_store: Store) -> None:
     """The checklist's real lift shows as a positive RMST difference at every horizon from two
     weeks to six months (it is too small for the log-rank test to be sure of)."""

@@ -94,17 +94,22 @@ def variant_moments(store: Store, design: Design, extra_group: list[str] | None 
     return store.query_df(moments_sql(user_sql, design, ["variant", *(extra_group or [])]), params)
 
 
-def review(store: Store, design: Design, options: Options | None = None) -> Review:
-    """Analyse every metric of ``design`` for every variant against the control."""
-    options = options or Options()
-    users = experiment_users(store, design.experiment)
+def experiment_arms(store: Store, experiment: str, options: Options) -> tuple[ExperimentUsers, str]:
+    """The experiment's users and its control; refused when there is nothing to compare."""
+    users = experiment_users(store, experiment)
     variants = list(users.users)
     if len(variants) < 2:
         raise TenureError(
-            f"experiment '{design.experiment}' has one variant only ({variants[0]})",
+            f"experiment '{experiment}' has one variant only ({variants[0]})",
             "a review compares at least two variants",
         )
-    control = choose_control(variants, options.control)
+    return users, choose_control(variants, options.control)
+
+
+def review(store: Store, design: Design, options: Options | None = None) -> Review:
+    """Analyse every metric of ``design`` for every variant against the control."""
+    options = options or Options()
+    users, control = experiment_arms(store, design.experiment, options)
     daily = variant_moments(store, design, extra_group=["CAST(assigned_time AS DATE)"])
     by_variant = {
         str(variant): part.drop(columns=["g0", "g1"]).sum()

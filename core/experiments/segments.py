@@ -26,8 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from core.errors import TenureError
-from core.experiments.analysis import CONTRACT_COLUMNS, Options, choose_control, compare
-from core.experiments.assignments import ExperimentUsers, experiment_users
+from core.experiments.analysis import CONTRACT_COLUMNS, Options, compare, experiment_arms
+from core.experiments.assignments import ExperimentUsers
 from core.experiments.metrics import Design, MetricSpec, per_user_sql, value_columns
 from core.experiments.moments import moments_sql
 from core.population import segment_attributes
@@ -116,14 +116,8 @@ def segment_review(
     options = options or Options()
     if min_users < 2:
         raise TenureError(f"minimum users per arm {min_users} is too small", "use 2 or more (default 100)")
-    users = experiment_users(store, design.experiment)
+    users, control = experiment_arms(store, design.experiment, options)
     variants = list(users.users)
-    if len(variants) < 2:
-        raise TenureError(
-            f"experiment '{design.experiment}' has one variant only ({variants[0]})",
-            "a review compares at least two variants",
-        )
-    control = choose_control(variants, options.control)
     moments = segment_moments(store, design, attribute)
     moments["g0"] = moments["g0"].astype(str)
     moments["g1"] = moments["g1"].astype(str)

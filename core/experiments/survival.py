@@ -124,6 +124,19 @@ ORDER BY l.variant, l.user_id"""
     return sql, [window, window]
 
 
+def _experiment_query(store: Store, experiment: str, sql: str, params: list) -> pd.DataFrame:
+    """Run a per-variant query (the experiment bound first); an experiment without users is an error."""
+    frame = store.query_df(sql, [experiment, *params])
+    if frame.empty:
+        known = experiment_names(store)
+        raise TenureError(
+            f"experiment '{experiment}' has no assigned users on or before the data's end",
+            f"choose one of: {', '.join(known)}" if known else "load an assignments file first",
+        )
+    frame["variant"] = frame["variant"].astype(str)
+    return frame
+
+
 def durations(
     store: Store, experiment: str, inactivity_days: float = DEFAULT_INACTIVITY_DAYS
 ) -> pd.DataFrame:
@@ -136,15 +149,7 @@ def durations(
     Raises:
         TenureError: the experiment has no assigned user on or before the data's end.
     """
-    sql, params = durations_sql(store, inactivity_days)
-    frame = store.query_df(sql, [experiment, *params])
-    if frame.empty:
-        known = experiment_names(store)
-        raise TenureError(
-            f"experiment '{experiment}' has no assigned users on or before the data's end",
-            f"choose one of: {', '.join(known)}" if known else "load an assignments file first",
-        )
-    frame["variant"] = frame["variant"].astype(str)
+    frame = _experiment_query(store, experiment, *durations_sql(store, inactivity_days))
     frame["churned"] = frame["churned"].astype(bool)
     return frame[list(DURATION_COLUMNS)]
 
@@ -294,15 +299,7 @@ def variant_retention(store: Store, experiment: str, max_day: int = DEFAULT_MAX_
     References:
         Wilson (1927), JASA 22(158), 209-212 (core/stats.py ``wilson_interval``).
     """
-    sql, params = retention_sql(store, max_day)
-    frame = store.query_df(sql, [experiment, *params])
-    if frame.empty:
-        known = experiment_names(store)
-        raise TenureError(
-            f"experiment '{experiment}' has no assigned users on or before the data's end",
-            f"choose one of: {', '.join(known)}" if known else "load an assignments file first",
-        )
-    frame["variant"] = frame["variant"].astype(str)
+    frame = _experiment_query(store, experiment, *retention_sql(store, max_day))
     for column in ("day", "eligible", "retained"):
         frame[column] = frame[column].astype("int64")
     reached = frame.loc[frame["eligible"] > 0, "day"]
