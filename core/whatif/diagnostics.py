@@ -22,6 +22,7 @@ import pandas as pd
 from core.whatif.log import LOG_TABLE, Log
 
 PROPENSITY_TOLERANCE = 1e-9
+MIN_REPEATED_SHARE = 0.5
 
 
 def effective_sample_size(weight_sum: float, weight_square_sum: float) -> float:
@@ -38,8 +39,9 @@ class Support:
       the supported pairs are those shown anywhere in the log (exact but for pairs too rare to
       have been drawn).
     - ``per context``: the propensity is constant within each context value but differs between
-      them (a policy of the logged context); a pair is supported in a context when it was shown in
-      a row with that context.
+      them (a policy of the logged context), and at least half of the rows share their (context,
+      item, position) with another row, so that constancy is evidence; a pair is supported in a
+      context when it was shown in a row with that context.
     - ``whole log``: the propensity varies within a context too (it adapts over time, or to
       something the log does not hold, such as a hidden taste); the policy's support per context
       cannot be told apart from luck, so the pairs shown anywhere count as supported: the share is
@@ -59,7 +61,14 @@ def logging_support(cursor: duckdb.DuckDBPyConnection, log: Log) -> Support:
     )
     pair_spread = cursor.execute(spread.format("item, position")).fetchone()[0]
     cell_spread = cursor.execute(spread.format("context, item, position")).fetchone()[0]
-    if pair_spread <= PROPENSITY_TOLERANCE or cell_spread > PROPENSITY_TOLERANCE or len(log.contexts) == 1:
+    repeated = cursor.execute(
+        f"""SELECT coalesce(sum(rows) FILTER (WHERE rows > 1) / sum(rows), 0) FROM (
+              SELECT count(*) AS rows FROM {LOG_TABLE} GROUP BY context, item, position)"""
+    ).fetchone()[0]
+    # Constancy within a context is evidence only where contexts repeat; with (nearly) unique
+    # contexts, such as continuous features, it holds trivially and says nothing.
+    per_context = cell_spread <= PROPENSITY_TOLERANCE and repeated >= MIN_REPEATED_SHARE
+    if pair_spread <= PROPENSITY_TOLERANCE or not per_context or len(log.contexts) == 1:
         mode = "context-free" if pair_spread <= PROPENSITY_TOLERANCE else "whole log"
         shown = cursor.execute(f"SELECT DISTINCT item, position FROM {LOG_TABLE}").fetchnumpy()
         supported = np.zeros((1, *shape), dtype=bool)

@@ -209,10 +209,10 @@ def context_features(texts: list[str]) -> pd.DataFrame:
     columns: dict[str, pd.Series] = {}
     for name in frame.columns:
         column = frame[name]
-        present = column.dropna()
-        if present.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+        kind = pd.api.types.infer_dtype(column, skipna=True)
+        if kind in ("integer", "floating", "mixed-integer-float", "decimal"):
             columns[f"ctx_{name}"] = pd.to_numeric(column, errors="coerce").astype("float64")
-        elif present.map(lambda v: isinstance(v, (str, bool))).all():
+        elif kind in ("string", "boolean"):
             columns[f"ctx_{name}"] = column.astype("string").astype("category")
     return pd.DataFrame(columns, index=frame.index)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.whatif.log import Log
 
-PREDICT_CHUNK = 2_000_000
+PREDICT_CHUNK = 250_000
 
 
 @dataclass
@@ -83,7 +83,7 @@ class RewardModel:
             "seed": self.seed,
             "deterministic": True,
             "force_row_wise": True,
-            "num_threads": 2,
+            "num_threads": 1,
             "verbose": -1,
         }
         design, categorical = self._design(log, context, item, position)
@@ -110,7 +110,7 @@ class RewardModel:
                 np.tile(item_grid, len(chunk)),
                 np.tile(position_grid, len(chunk)),
             )
-            out[start * per_context : (start + len(chunk)) * per_context] = self.booster_.predict(design)
+            out[start * per_context : (start + len(chunk)) * per_context] = self.booster_.predict(design, num_threads=1)
         return out.reshape(len(contexts), n_items, n_positions)
 
 
