@@ -110,7 +110,9 @@ class RewardModel:
                 np.tile(item_grid, len(chunk)),
                 np.tile(position_grid, len(chunk)),
             )
-            out[start * per_context : (start + len(chunk)) * per_context] = self.booster_.predict(design, num_threads=1)
+            out[start * per_context : (start + len(chunk)) * per_context] = self.booster_.predict(
+                design, num_threads=1
+            )
         return out.reshape(len(contexts), n_items, n_positions)
 
 
