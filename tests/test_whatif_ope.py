@@ -454,3 +454,9 @@ def test_sample_popularity_from_the_personalised_log(small_store_path):
     assert result.unsupported_share < 0.05
     for row in result.estimates.itertuples():
         assert row.ci_low <= truth <= row.ci_high, (row, truth)
+
+
+def test_the_same_seed_gives_the_same_intervals(synthetic_store):
+    spec = WhatIfSpec(target="uniform", estimators=("ipw", "snipw"), seed=5)
+    first = evaluate(synthetic_store, spec).estimates
+    assert first.equals(evaluate(synthetic_store, spec).estimates)

@@ -144,7 +144,8 @@ def evaluate(store: Store, spec: WhatIfSpec) -> WhatIfResult:
                 FROM (SELECT l.request_key, l.reward, c.pi / l.propensity AS w, c.q, c.direct
                       FROM {LOG_TABLE} l JOIN whatif_cells c USING (fold, context, item, position)
                       WHERE {scope})
-                GROUP BY request_key"""
+                GROUP BY request_key
+                ORDER BY request_key"""
         ).df()
         counts = cursor.execute(
             f"SELECT context, position, count(*) AS rows FROM {LOG_TABLE} WHERE {scope} GROUP BY ALL"
