@@ -20,6 +20,7 @@ from core.cli_lifecycle import register as register_lifecycle
 from core.cli_models import register as register_models
 from core.cli_registry import register as register_registry
 from core.cli_survival import register as register_survival
+from core.cli_whatif_users import register as register_whatif_users
 from core.errors import TenureError
 
 EXIT_BAD_INPUT = 2
@@ -32,6 +33,7 @@ FEATURE_COMMANDS: tuple = (
     register_funnel,
     register_models,
     register_registry,
+    register_whatif_users,
 )
 
 

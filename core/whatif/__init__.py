@@ -1,0 +1,1 @@
+"""What-if views of recommendation strategies: off-policy estimates from logged data."""
