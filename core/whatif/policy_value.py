@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from core.errors import TenureError
 
@@ -170,7 +170,7 @@ def from_terms(estimator: str, phi: np.ndarray, alpha: float = DEFAULT_ALPHA) ->
 
 
 def _interval(estimator: str, value: float, se: float, rows: int, alpha: float) -> Estimate:
-    z = float(norm.ppf(1 - alpha / 2))
+    z = float(ndtri(1 - alpha / 2))
     return Estimate(estimator, value, se, value - z * se, value + z * se, rows)
 
 

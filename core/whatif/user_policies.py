@@ -240,6 +240,8 @@ def _survival(
     durations = frame["duration_days"].to_numpy(dtype=float)
     churned = frame["churned"].to_numpy(dtype=bool)
     days = list(spec.survival_days)
+    if not days:
+        return pd.DataFrame(columns=list(SURVIVAL_COLUMNS))
     policies = [(spec.target, target, probabilities[np.arange(len(frame)), target_column], supported)]
     variants = sorted(set(frame["variant"].astype(str)))
     for column, variant in enumerate(variants):
