@@ -463,6 +463,7 @@ def test_cli_json_contract(policy_store: Path, capsys: pytest.CaptureFixture[str
     assert detailed["estimates"][0]["value"] == pytest.approx(payload["estimates"][1]["value"])
     assert {"policies", "differences", "survival", "incomplete"} <= set(detailed)
     assert "naive" in {row["estimator"] for row in detailed["differences"]}
+    assert {row["policy"] for row in detailed["survival"]} == {"everyone treatment", "everyone control"}
 
     assert main([*base, "--variant", "control"]) == 0
     assert "aipw:" in capsys.readouterr().out

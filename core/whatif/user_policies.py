@@ -242,7 +242,8 @@ def _survival(
     days = list(spec.survival_days)
     if not days:
         return pd.DataFrame(columns=list(SURVIVAL_COLUMNS))
-    policies = [(spec.target, target, probabilities[np.arange(len(frame)), target_column], supported)]
+    name = f"everyone {spec.variant}" if spec.variant is not None else spec.target
+    policies = [(name, target, probabilities[np.arange(len(frame)), target_column], supported)]
     variants = sorted(set(frame["variant"].astype(str)))
     for column, variant in enumerate(variants):
         p = probabilities[:, column]
