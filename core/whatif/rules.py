@@ -30,6 +30,7 @@ from typing import Any
 from core.errors import TenureError
 from core.experiments.assignments import clean_assignments_sql
 from core.store import Store, quote_identifier
+from core.whatif.users import attribute_columns
 
 HEADER = ("attribute", "value", "variant")
 WILDCARD = "*"
@@ -119,7 +120,7 @@ def read_rule(path: str | Path) -> Rule:
 
 def check_rule(store: Store, rule: Rule, experiment: str, variants: tuple[str, ...]) -> None:
     """Refuse a rule that names an unknown attribute, variant, or a value no user has."""
-    columns = [c for c in store.column_names("users") if c not in ("user_id", "signup_time")]
+    columns = attribute_columns(store)
     for variant in sorted(rule.variants - set(variants)):
         line = next((c.line for c in rule.conditions if c.variant == variant), None)
         where = f"line {line}" if line is not None else "the default row"

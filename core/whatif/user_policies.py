@@ -150,7 +150,12 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
     received = frame["variant"].astype(str).to_numpy()
     target = frame["target"].astype(str).to_numpy()
     probabilities = propensity_matrix(received, frame["propensity"].to_numpy(dtype=float), variants)
-    target_column = np.searchsorted(np.asarray(variants), target)
+    target_column = pd.Categorical(target, categories=list(variants)).codes.astype(int)
+    if (target_column < 0).any():
+        raise TenureError(
+            f"'{spec.target}' gives variants that are not in experiment '{spec.experiment}'",
+            f"use only: {', '.join(variants)}",
+        )
     p_target = probabilities[np.arange(len(frame)), target_column]
     supported_all = np.isfinite(p_target) & (p_target > 0)
 
@@ -220,12 +225,15 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
         policies=pd.DataFrame(policy_rows, columns=list(ESTIMATE_COLUMNS)),
         differences=pd.DataFrame(difference_rows, columns=list(ESTIMATE_COLUMNS)),
         target_share={str(k): float(v) for k, v in shares.items()},
-        survival=_survival(frame, received, target, target_column, probabilities, supported_all, spec),
+        survival=_survival(
+            frame, variants, received, target, target_column, probabilities, supported_all, spec
+        ),
     )
 
 
 def _survival(
     frame: pd.DataFrame,
+    variants: tuple[str, ...],
     received: np.ndarray,
     target: np.ndarray,
     target_column: np.ndarray,
@@ -244,7 +252,6 @@ def _survival(
         return pd.DataFrame(columns=list(SURVIVAL_COLUMNS))
     name = f"everyone {spec.variant}" if spec.variant is not None else spec.target
     policies = [(name, target, probabilities[np.arange(len(frame)), target_column], supported)]
-    variants = sorted(set(frame["variant"].astype(str)))
     for column, variant in enumerate(variants):
         p = probabilities[:, column]
         ok = np.isfinite(p) & (p > 0)
