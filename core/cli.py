@@ -21,6 +21,7 @@ from core.cli_models import register as register_models
 from core.cli_registry import register as register_registry
 from core.cli_survival import register as register_survival
 from core.cli_whatif import register as register_whatif
+from core.cli_whatif_users import register as register_whatif_users
 from core.errors import TenureError
 
 EXIT_BAD_INPUT = 2
@@ -34,6 +35,7 @@ FEATURE_COMMANDS: tuple = (
     register_models,
     register_registry,
     register_whatif,
+    register_whatif_users,
 )
 
 

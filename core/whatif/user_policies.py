@@ -1,0 +1,268 @@
+"""What if every user had got variant V, or the variant a targeting rule gives them?
+
+``evaluate_user_policy`` answers with off-policy estimates from one experiment's logged
+assignments and their propensities (definitions in core/whatif/policy_value.py and
+docs/METRICS.md, "What-if: per-user outcomes under a policy or rule"):
+
+1. one query gives every clean assigned user's variant, propensity, outcome (from their own
+   assignment time), pre-assignment features and the variant the target assigns them
+   (core/whatif/users.py);
+2. users whose outcome window has not ended are left out and counted (``incomplete``); users the
+   target gives a variant they had probability 0 of getting, or whose propensity is missing, are
+   *unsupported*: no logged user stands for them, so they are left out too and their share is
+   reported (``unsupported_share``): the estimate is about the supported users only;
+3. cross-fitted outcome models per variant (core/whatif/outcome_model.py) feed AIPW;
+4. the target's value by AIPW, IPW and Hajek; every "everyone gets W" policy's value; the
+   target's difference from each, and, for a variant target, the naive difference of logged
+   means (what an A/B table shows, confounded when assignment was targeted);
+5. the inverse-propensity-weighted survival of time to churn under each policy
+   (core/whatif/survival_ipw.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from core.errors import TenureError
+from core.store import Store
+from core.whatif.outcome_model import DEFAULT_FOLDS, cross_fitted_predictions
+from core.whatif.policy_value import (
+    DEFAULT_ALPHA,
+    ESTIMATORS,
+    Estimate,
+    from_terms,
+    naive_difference,
+    propensity_matrix,
+    terms,
+    weight_summary,
+)
+from core.whatif.rules import Rule, check_rule, everyone_sql, rule_sql
+from core.whatif.survival_ipw import DEFAULT_SURVIVAL_DAYS, survival_at, weighted_kaplan_meier
+from core.whatif.users import Outcome, UserData, experiment_variants, user_data
+
+ESTIMATE_COLUMNS = ("policy", "estimator", "value", "se", "ci_low", "ci_high", "rows")
+SURVIVAL_COLUMNS = ("policy", "day", "survival")
+
+
+@dataclass(frozen=True)
+class UserPolicySpec:
+    """One what-if question.
+
+    Attributes:
+        experiment: the experiment whose logged assignments answer it.
+        outcome: the per-user outcome.
+        variant: "everyone gets this variant" (exactly one of variant and rule).
+        rule: a targeting rule (core/whatif/rules.py).
+        folds: cross-fitting folds of the outcome model.
+        seed: the fold split's seed.
+        alpha: 1 - the intervals' coverage.
+        survival_days: the days at which the weighted survival is read.
+    """
+
+    experiment: str
+    outcome: Outcome
+    variant: str | None = None
+    rule: Rule | None = None
+    folds: int = DEFAULT_FOLDS
+    seed: int = 0
+    alpha: float = DEFAULT_ALPHA
+    survival_days: tuple[float, ...] = DEFAULT_SURVIVAL_DAYS
+
+    def __post_init__(self) -> None:
+        if (self.variant is None) == (self.rule is None):
+            raise TenureError("give either a variant or a rule", "use --variant V or --rule FILE, not both")
+        if not 0 < self.alpha < 1:
+            raise TenureError(f"alpha {self.alpha} is not between 0 and 1", "use e.g. 0.05 for 95% intervals")
+
+    @property
+    def target(self) -> str:
+        return self.variant if self.variant is not None else self.rule.name  # type: ignore[union-attr]
+
+
+class UserPolicyValue(NamedTuple):
+    """The answer of ``evaluate_user_policy``.
+
+    Attributes:
+        target: the variant or the rule's name.
+        outcome: the outcome's name (``retention:30``).
+        rows: the users the target's estimates use (complete window, supported).
+        logged_value: the mean outcome as logged, over every user with a complete window.
+        ess: (sum w)^2 / sum w^2 of the target's weights w = 1[got target's variant] / p.
+        max_weight: the largest of those weights.
+        unsupported: users with a complete window the target gives a variant they had
+            probability 0 (or no recorded propensity) of getting.
+        unsupported_share: ``unsupported`` over the users with a complete window.
+        incomplete: users left out because their window had not ended.
+        estimates: the target's value by aipw, ipw and hajek, in that order.
+        policies: ``ESTIMATE_COLUMNS``: the value of "everyone gets W" for each variant W.
+        differences: ``ESTIMATE_COLUMNS``: target minus everyone-W per estimator (policy column
+            ``TARGET - W``), and, for a variant target, the ``naive`` difference of logged means.
+        target_share: per variant, the share of the target's users it gives that variant.
+        survival: ``SURVIVAL_COLUMNS``: weighted survival of time to churn under the target and
+            each everyone-W policy.
+    """
+
+    target: str
+    outcome: str
+    rows: int
+    logged_value: float
+    ess: float
+    max_weight: float
+    unsupported: int
+    unsupported_share: float
+    incomplete: int
+    estimates: tuple[Estimate, ...]
+    policies: pd.DataFrame
+    differences: pd.DataFrame
+    target_share: dict[str, float]
+    survival: pd.DataFrame
+
+    def estimate(self, estimator: str) -> Estimate:
+        return next(e for e in self.estimates if e.estimator == estimator)
+
+
+def evaluate_user_policy(store: Store, spec: UserPolicySpec) -> UserPolicyValue:
+    """Estimate the target's value (steps in the module docstring)."""
+    variants = experiment_variants(store, spec.experiment)
+    if spec.variant is not None:
+        if spec.variant not in variants:
+            raise TenureError(
+                f"'{spec.variant}' is not a variant of experiment '{spec.experiment}'",
+                f"use one of: {', '.join(variants)}",
+            )
+        target_sql = everyone_sql(spec.variant)
+    else:
+        assert spec.rule is not None
+        check_rule(store, spec.rule, spec.experiment, variants)
+        target_sql = rule_sql(spec.rule)
+    data = user_data(store, spec.experiment, spec.outcome, target_sql)
+    return value_from_data(data, spec)
+
+
+def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
+    """The estimates from an already-built per-user frame (``evaluate_user_policy``'s second half)."""
+    frame = data.frame
+    variants = data.variants
+    received = frame["variant"].astype(str).to_numpy()
+    target = frame["target"].astype(str).to_numpy()
+    probabilities = propensity_matrix(received, frame["propensity"].to_numpy(dtype=float), variants)
+    target_column = pd.Categorical(target, categories=list(variants)).codes.astype(int)
+    if (target_column < 0).any():
+        raise TenureError(
+            f"'{spec.target}' gives variants that are not in experiment '{spec.experiment}'",
+            f"use only: {', '.join(variants)}",
+        )
+    p_target = probabilities[np.arange(len(frame)), target_column]
+    supported_all = np.isfinite(p_target) & (p_target > 0)
+
+    eligible = frame["eligible"].to_numpy(dtype=bool)
+    outcome = frame["outcome"].to_numpy(dtype=float)[eligible]
+    got = received[eligible]
+    chosen = target[eligible]
+    p_chosen = p_target[eligible]
+    probabilities_eligible = probabilities[eligible]
+    supported = supported_all[eligible]
+    if not supported.any():
+        raise TenureError(
+            f"no user of experiment '{spec.experiment}' with a complete {spec.outcome.name} window "
+            f"is supported by '{spec.target}'",
+            "every user's propensity is missing, or the target gives variants nobody could have got",
+        )
+    features = frame.loc[eligible, list(data.features)].to_numpy(dtype=float)
+    predictions = cross_fitted_predictions(features, got, outcome, variants, spec.folds, spec.seed)
+    mu_target = predictions[np.arange(len(outcome)), target_column[eligible]]
+
+    def policy_terms(
+        mask: np.ndarray, policy: np.ndarray, p: np.ndarray, mu: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        weight = (got[mask] == policy[mask]) / p[mask]
+        return {name: terms(name, outcome[mask], weight, mu[mask]) for name in ESTIMATORS}
+
+    target_terms = policy_terms(supported, chosen, p_chosen, mu_target)
+    weight = (got[supported] == chosen[supported]) / p_chosen[supported]
+    ess, max_weight = weight_summary(weight)
+    estimates = tuple(from_terms(name, target_terms[name], spec.alpha) for name in ESTIMATORS)
+
+    policy_rows: list[tuple] = []
+    difference_rows: list[tuple] = []
+    for column, variant in enumerate(variants):
+        everyone = np.full(len(outcome), variant)
+        p_variant = probabilities_eligible[:, column]
+        ok = np.isfinite(p_variant) & (p_variant > 0)
+        variant_terms = policy_terms(ok, everyone, p_variant, predictions[:, column])
+        for name in ESTIMATORS:
+            policy_rows.append((f"everyone {variant}", *from_terms(name, variant_terms[name], spec.alpha)))
+        if spec.variant == variant:
+            continue
+        both = ok & supported
+        if not both.any():
+            continue
+        ours = policy_terms(both, chosen, p_chosen, mu_target)
+        theirs = policy_terms(both, everyone, p_variant, predictions[:, column])
+        label = f"{spec.target} - {variant}"
+        for name in ESTIMATORS:
+            difference_rows.append((label, *from_terms(name, ours[name] - theirs[name], spec.alpha)))
+        if spec.variant is not None:
+            naive = naive_difference(outcome, got, spec.variant, variant, spec.alpha)
+            difference_rows.append((label, *naive))
+
+    shares = pd.Series(chosen[supported]).value_counts(normalize=True)
+    return UserPolicyValue(
+        target=spec.target,
+        outcome=spec.outcome.name,
+        rows=int(supported.sum()),
+        logged_value=float(outcome.mean()) if len(outcome) else float("nan"),
+        ess=ess,
+        max_weight=max_weight,
+        unsupported=int((~supported).sum()),
+        unsupported_share=float((~supported).mean()),
+        incomplete=data.incomplete,
+        estimates=estimates,
+        policies=pd.DataFrame(policy_rows, columns=list(ESTIMATE_COLUMNS)),
+        differences=pd.DataFrame(difference_rows, columns=list(ESTIMATE_COLUMNS)),
+        target_share={str(k): float(v) for k, v in shares.items()},
+        survival=_survival(
+            frame, variants, received, target, target_column, probabilities, supported_all, spec
+        ),
+    )
+
+
+def _survival(
+    frame: pd.DataFrame,
+    variants: tuple[str, ...],
+    received: np.ndarray,
+    target: np.ndarray,
+    target_column: np.ndarray,
+    probabilities: np.ndarray,
+    supported: np.ndarray,
+    spec: UserPolicySpec,
+) -> pd.DataFrame:
+    """Weighted survival at ``spec.survival_days`` under the target and each everyone-W policy.
+
+    Uses every supported user (complete outcome window or not: Kaplan-Meier handles censoring).
+    """
+    durations = frame["duration_days"].to_numpy(dtype=float)
+    churned = frame["churned"].to_numpy(dtype=bool)
+    days = list(spec.survival_days)
+    if not days:
+        return pd.DataFrame(columns=list(SURVIVAL_COLUMNS))
+    name = f"everyone {spec.variant}" if spec.variant is not None else spec.target
+    policies = [(name, target, probabilities[np.arange(len(frame)), target_column], supported)]
+    for column, variant in enumerate(variants):
+        p = probabilities[:, column]
+        ok = np.isfinite(p) & (p > 0)
+        if spec.variant != variant:
+            policies.append((f"everyone {variant}", np.full(len(frame), variant), p, ok))
+    rows = []
+    for name, policy, p, ok in policies:
+        weight = np.where(ok & (received == policy), 1.0 / np.where(ok, p, 1.0), 0.0)
+        if not (weight > 0).any():
+            continue
+        curve = weighted_kaplan_meier(durations, churned, weight)
+        values = survival_at(curve, days, float(durations[weight > 0].max()))
+        rows += [(name, day, float(value)) for day, value in zip(days, values, strict=True)]
+    return pd.DataFrame(rows, columns=list(SURVIVAL_COLUMNS))
