@@ -367,7 +367,7 @@ def _warnings(users: ExperimentUsers, design: Design, results: pd.DataFrame) -> 
         notes.append(
             "Assignment probabilities differ between users (the propensity column): the variants were given to "
             "different kinds of users, so a plain comparison is confounded; a causal reading needs "
-            "inverse-propensity weighting."
+            "inverse-propensity weighting (python -m core whatif-users --experiment NAME --variant V)."
         )
     if users.excluded_multiple:
         notes.append(
