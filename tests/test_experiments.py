@@ -517,3 +517,41 @@ def test_always_valid_intervals_hold_when_peeking_daily(sample_store: Store) -> 
         ever_fixed.append(fixed.groupby(cumulative["metric"]).any().to_numpy())
     assert np.mean(ever_sequential) <= 0.05, np.mean(ever_sequential, axis=0)
     assert np.mean(ever_fixed) > 0.1, np.mean(ever_fixed, axis=0)
+
+
+def test_summary_card_says_what_the_table_shows(sample_store: Store) -> None:
+    from core.experiments.summary import sentences
+
+    result = review(
+        sample_store, Design("onboarding_checklist", tuple(parse_metrics("conversion:purchase,retention:30")))
+    )
+    card = sentences(result)
+    row = result.results.set_index("metric").loc["conversion:purchase"]
+    assert row["p_adjusted"] < 0.05
+    expected = (
+        f"Variant treatment raised conversion to purchase within 14 days by {row['abs_diff'] * 100:.1f} points "
+        f"(95% CI {row['ci_low'] * 100:.1f} to {row['ci_high'] * 100:.1f})."
+    )
+    assert card[0] == expected
+    assert not any("day-30 retention by" in line for line in card), "not significant: not claimed"
+    assert card[-1].startswith(f"The sample ratio check passed (p = {result.users.srm_p_value:.2g}); 2 tests")
+    assert "Holm-adjusted" in card[-1]
+
+
+def test_summary_card_refuses_to_read_a_failed_ratio_check(tmp_path: Path) -> None:
+    from core.experiments.summary import sentences
+
+    rows = [(f"u{i}", "e", "control" if i < 700 else "b", ORIGIN, None) for i in range(1000)]
+    events = [(f"u{i}", ORIGIN + dt.timedelta(hours=1), "view", 0.0, "s") for i in range(1000)]
+    with Store(tmp_path / "s.duckdb") as store:
+        with store.transaction() as cursor:
+            cursor.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", rows)
+            cursor.executemany(
+                "INSERT INTO events (user_id, event_time, event_name, revenue, session_id) VALUES (?, ?, ?, ?, ?)",
+                events,
+            )
+        result = review(store, Design("e", (MetricSpec("events"),)))
+    assert result.users.srm_failed and not result.trustworthy
+    card = sentences(result)
+    assert len(card) == 1 and "cannot be trusted" in card[0]
+    assert any("Sample ratio mismatch" in warning for warning in result.warnings)
