@@ -146,6 +146,28 @@ def overview_display(overview: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def rmst_display(rmst: pd.DataFrame) -> pd.DataFrame:
+    """``VariantSurvival.rmst`` in days: each variant's RMST, the control's, the difference with
+    its 95% interval and p-value."""
+    return pd.DataFrame(
+        {
+            "variant": rmst["variant"],
+            "RMST (days)": [f"{value:.2f}" if _finite(value) else "n/a" for value in rmst["rmst"]],
+            "control RMST (days)": [
+                f"{value:.2f}" if _finite(value) else "n/a" for value in rmst["rmst_control"]
+            ],
+            "difference [95% CI]": [
+                f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]"
+                if _finite(diff) and _finite(low) and _finite(high)
+                else "n/a"
+                for diff, low, high in zip(rmst["diff"], rmst["ci_low"], rmst["ci_high"], strict=True)
+            ],
+            "p-value": [format_p(value) for value in rmst["p_value"]],
+            "horizon (days)": rmst["tau_days"],
+        }
+    )
+
+
 def cumulative_figure(cumulative: pd.DataFrame, metric: str, variant: str, days: int) -> go.Figure:
     """The effect as it stood each assignment day: the estimate, its fixed-horizon 95% band and
     the (wider) always-valid band, against the zero line.

@@ -140,3 +140,23 @@ def test_overview_display_keeps_the_overview_figures() -> None:
     assert shown["first assigned"].tolist() == ["2026-01-01", "2026-02-01"]
     assert shown["SRM p"].tolist() == ["0.5000", "<0.0001"]
     assert shown["SRM check"].tolist() == ["passed", "failed"]
+
+
+def test_rmst_display_keeps_the_rmst_figures() -> None:
+    rmst = pd.DataFrame(
+        {
+            "variant": ["b"],
+            "rmst": [20.456],
+            "rmst_control": [18.0],
+            "diff": [2.456],
+            "se": [1.0],
+            "ci_low": [0.496],
+            "ci_high": [4.416],
+            "p_value": [0.0138],
+            "tau_days": [30.0],
+        }
+    )
+    shown = fe.rmst_display(rmst).iloc[0]
+    assert shown["RMST (days)"] == "20.46" and shown["control RMST (days)"] == "18.00"
+    assert shown["difference [95% CI]"] == "+2.46 [+0.50, +4.42]"
+    assert shown["p-value"] == "0.0138" and shown["horizon (days)"] == 30.0

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from app_helpers import APP, TIMEOUT, open_page, table_with
 from experiment_helpers import write_store
+from lifelines.statistics import multivariate_logrank_test
 from streamlit.testing.v1 import AppTest
 
 PAGE = "pages/experiments/experiments.py"
@@ -210,3 +211,36 @@ def test_store_without_assignments_explains_how_to_load_them(app: AppTest) -> No
     open_page(app, PAGE)
     assert any("no experiments" in box.value for box in app.info)
     assert not app.dataframe
+
+
+def direct_logrank_p(frames, inactivity_days: float = 30.0) -> float:
+    """Durations from assignment by the inactivity rule in pandas, then lifelines' log-rank."""
+    events, assignments, _ = frames
+    arm = assignments[assignments["experiment"] == GOOD]
+    end = events["event_time"].max()
+    joined = events.merge(arm[["user_id", "assigned_time"]], on="user_id")
+    after = joined[joined["event_time"] >= joined["assigned_time"]]
+    last = after.groupby("user_id")["event_time"].max()
+    users = arm.set_index("user_id")
+    last = last.reindex(users.index).fillna(users["assigned_time"])
+    churned = last <= end - pd.Timedelta(days=inactivity_days)
+    stop = last.where(churned, end)
+    duration = (stop - users["assigned_time"]) / pd.Timedelta(days=1)
+    return float(multivariate_logrank_test(duration, users["variant"], churned).p_value)
+
+
+def test_survival_tab_compares_variants_from_assignment(exp_app: AppTest, frames) -> None:
+    open_page(exp_app, PAGE)
+    shown = [metric.value for metric in exp_app.metric if metric.label == "Log-rank p (all variants)"]
+    expected = direct_logrank_p(frames)
+    assert shown == ["<0.0001" if expected < 0.0001 else f"{expected:.4f}"]
+    rmst = table_with(exp_app, "variant", "RMST (days)", "control RMST (days)", "difference [95% CI]")
+    assert rmst["variant"].tolist() == ["treatment"]
+    retention = table_with(exp_app, "variant", "day", "eligible", "retained", "rate")
+    assert retention["day"].max() <= 60
+    exp_app.number_input(key="exp_inactivity").set_value(7.0).run()
+    assert not exp_app.exception, exp_app.exception
+    shown = [metric.value for metric in exp_app.metric if metric.label == "Log-rank p (all variants)"]
+    expected = direct_logrank_p(frames, 7.0)
+    assert shown == ["<0.0001" if expected < 0.0001 else f"{expected:.4f}"]
+    assert exp_app.query_params.get("inactivity") == "7"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import figures_experiments
+from core import figures_experiments, figures_experiments_survival
 from core.cli_ab import review_json
 from core.errors import TenureError
 from core.experiments.analysis import CORRECTIONS, Options, Review, choose_control
@@ -21,8 +21,10 @@ from core.experiments.metrics import MAX_RETENTION_DAY, Design, parse_metric
 from core.experiments.power import DEFAULT_POWER, PowerSettings
 from core.experiments.segments import DEFAULT_MIN_USERS
 from core.experiments.summary import sentences
+from core.experiments.survival import DEFAULT_MAX_DAY
 from core.models import registry
 from core.store import Store
+from core.survival import DEFAULT_HORIZON_DAYS, DEFAULT_INACTIVITY_DAYS
 from pages.shared import cached, cached_experiments, ui, url_params
 
 RETENTION_DAYS = (1, 3, 7, 14, 21, 30, 60, 90)
@@ -258,6 +260,68 @@ def _cumulative_section(review: Review) -> None:
     )
 
 
+def _positive_days(text: str) -> float:
+    days = float(text)
+    if not days > 0:
+        raise ValueError("days must be positive")
+    return days
+
+
+def _survival_section(store: Store, review: Review) -> None:
+    ui.seed_control("exp_inactivity", DEFAULT_INACTIVITY_DAYS, param="inactivity", parse=_positive_days)
+    ui.seed_control("exp_horizon", DEFAULT_HORIZON_DAYS, param="horizon", parse=_positive_days)
+    ui.seed_control("exp_max_day", DEFAULT_MAX_DAY, param="max_day", parse=_days)
+    first, second, third = st.columns(3)
+    inactivity = first.number_input(
+        "Inactivity (days)",
+        min_value=0.01,
+        step=1.0,
+        key="exp_inactivity",
+        help="W: a user whose last event since assignment is at least W days before the data's end churned "
+        "at that event; else censored at the data's end.",
+    )
+    horizon = second.number_input(
+        "RMST horizon (days)",
+        min_value=0.01,
+        step=1.0,
+        key="exp_horizon",
+        help="tau: the restricted mean counts days retained up to it (lowered to the shortest follow-up).",
+    )
+    max_day = third.number_input(
+        "Retention up to day", min_value=1, max_value=MAX_RETENTION_DAY, step=1, key="exp_max_day"
+    )
+    experiment = review.design.experiment
+    try:
+        with st.spinner("Measuring time to churn per variant..."):
+            survival = cached_experiments.variant_survival(
+                store, experiment, review.control, float(inactivity), float(horizon)
+            )
+            retention = cached_experiments.variant_retention(store, experiment, int(max_day))
+    except TenureError as error:
+        ui.show_error(error)
+        return
+    left, right = st.columns(2)
+    left.metric("Log-rank p (all variants)", figures_experiments.format_p(survival.logrank_p))
+    right.metric(
+        "Churned / users",
+        ", ".join(f"{v} {survival.churned[v]:,}/{n:,}" for v, n in survival.users.items()),
+    )
+    st.plotly_chart(figures_experiments_survival.variant_survival_figure(survival), key="exp_km")
+    st.markdown(
+        f"**Restricted mean survival time up to day {survival.tau_days:g}** (days retained, vs {review.control})"
+    )
+    st.dataframe(figures_experiments.rmst_display(survival.rmst), hide_index=True, key="exp_rmst")
+    st.caption(
+        "Durations count from each user's assignment, not their first event. The RMST is the area under a "
+        "curve up to the horizon: the mean days retained within it; its difference is the variant's gain in "
+        "days. The log-rank test compares whole curves. These are not part of the adjusted family above."
+    )
+    st.plotly_chart(figures_experiments_survival.variant_retention_figure(retention), key="exp_retention")
+    with st.expander("Retention table", expanded=False):
+        st.dataframe(retention, hide_index=True, key="exp_retention_table")
+        ui.download_csv(retention, f"{experiment}_retention_by_day.csv", key="download_exp_retention")
+
+
 def _segments_section(store: Store, design: Design, options: Options) -> None:
     attributes = ui.segment_attribute_names(store)
     if not attributes:
@@ -469,11 +533,17 @@ def main() -> None:
     with time_tab:
         _cumulative_section(review)
     with survival_tab:
-        st.info("Retention and survival curves per variant are not available yet.")
+        _survival_section(store, review)
+    params.update(
+        inactivity=f"{st.session_state['exp_inactivity']:g}",
+        horizon=f"{st.session_state['exp_horizon']:g}",
+        max_day=str(st.session_state["exp_max_day"]),
+    )
     with segments_tab:
         _segments_section(store, design, options)
-        if st.session_state.get("exp_segment"):
-            ui.share_in_url({**params, "segment": st.session_state["exp_segment"]})
+    if st.session_state.get("exp_segment"):
+        params["segment"] = st.session_state["exp_segment"]
+    ui.share_in_url(params)
     with planning_tab:
         _planning_section(store, design, review)
 

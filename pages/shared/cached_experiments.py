@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.experiments import analysis, assignments, power, segments
+from core.experiments import survival as experiment_survival
 from core.experiments.metrics import Design, default_metrics, parse_metric
 from core.store import Store
 
@@ -133,3 +134,29 @@ def plan(
         float(daily_users),
         float(rel_effect),
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _variant_survival(
+    _store: Store, version: str, experiment: str, control: str, inactivity_days: float, tau_days: float
+) -> experiment_survival.VariantSurvival:
+    return experiment_survival.variant_survival(_store, experiment, control, inactivity_days, tau_days)
+
+
+def variant_survival(
+    store: Store, experiment: str, control: str, inactivity_days: float, tau_days: float
+) -> experiment_survival.VariantSurvival:
+    """Kaplan-Meier per variant from assignment, log-rank and RMST against the control."""
+    return _variant_survival(
+        store, store.version(), experiment, control, float(inactivity_days), float(tau_days)
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _variant_retention(_store: Store, version: str, experiment: str, max_day: int) -> pd.DataFrame:
+    return experiment_survival.variant_retention(_store, experiment, max_day)
+
+
+def variant_retention(store: Store, experiment: str, max_day: int) -> pd.DataFrame:
+    """Retention by day since assignment per variant, with Wilson intervals."""
+    return _variant_retention(store, store.version(), experiment, int(max_day))
