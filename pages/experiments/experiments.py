@@ -492,7 +492,8 @@ def main() -> None:
     st.title("Experiments")
     st.caption(
         "A/B experiments: each user's metrics are measured from their own assignment time; users assigned to more "
-        "than one variant are left out."
+        "than one variant are left out. The sidebar filters do not apply: a review covers every assigned user "
+        "(use the Segments tab to split by a users attribute)."
     )
     try:
         overview = cached_experiments.overview(store)
