@@ -22,6 +22,9 @@ PAGE_GROUPS: dict[str, list[st.Page]] = {
         st.Page("pages/explore/funnels.py", title="Funnels", icon=":material/filter_alt:"),
         st.Page("pages/explore/stickiness.py", title="Stickiness", icon=":material/push_pin:"),
     ],
+    "Experiments": [
+        st.Page("pages/experiments/experiments.py", title="Experiments", icon=":material/science:"),
+    ],
     "Models": [
         st.Page("pages/models/models.py", title="Models", icon=":material/model_training:"),
         st.Page("pages/models/score.py", title="Score", icon=":material/online_prediction:"),

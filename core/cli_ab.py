@@ -13,9 +13,12 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.cli_common import add_db_flag, add_format_flag, print_frame
+
+if TYPE_CHECKING:
+    from core.experiments.analysis import Review
 
 CONTRACT_KEYS = ("experiment", "srm_p_value", "users", "results")
 
@@ -40,26 +43,35 @@ def _run_ab(args: argparse.Namespace) -> int:
         for note in result.warnings:
             print(f"warning: {note}", file=sys.stderr)
         return 0
+    print(review_json(result, details=args.details))
+    return 0
+
+
+def review_json(result: Review, details: bool = False) -> str:
+    """The ``--format json`` output of a review (the contract in the module docstring); the
+    Experiments page's JSON download is this same text."""
+    from core.experiments.analysis import CONTRACT_COLUMNS
+
+    table = result.results if details else result.results[CONTRACT_COLUMNS]
     payload: dict[str, Any] = {
-        "experiment": design.experiment,
+        "experiment": result.design.experiment,
         "srm_p_value": _number(result.users.srm_p_value),
         "users": result.users.users,
         "results": [
             {key: _number(value) for key, value in row.items()} for row in table.to_dict(orient="records")
         ],
     }
-    if args.details:
+    if details:
         payload.update(
             control=result.control,
-            days=design.days,
-            cuped=options.cuped,
-            correction=options.correction,
+            days=result.design.days,
+            cuped=result.options.cuped,
+            correction=result.options.correction,
             excluded_multiple=result.users.excluded_multiple,
             intended_share=result.users.intended_share,
             warnings=result.warnings,
         )
-    print(json.dumps(payload, default=str))
-    return 0
+    return json.dumps(payload, default=str)
 
 
 def _number(value: Any) -> Any:

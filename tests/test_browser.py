@@ -45,6 +45,7 @@ PAGES = (
     ("/lifecycle?period=week", "Lifecycle", "lifecycle"),
     ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
     ("/stickiness?span=4w", "Stickiness", "stickiness"),
+    ("/experiments?correction=bh&cuped=1", "Experiments", "experiments"),
     ("/models", "Models", "models"),
     ("/score", "Score", "score"),
     ("/data", "Data", "data"),

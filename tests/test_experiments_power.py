@@ -14,6 +14,7 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from core.errors import TenureError
 from core.experiments.metrics import Design, parse_metrics, user_values
 from core.experiments.power import (
+    Baseline,
     PowerSettings,
     mde_by_days,
     measure_baseline,
@@ -166,3 +167,23 @@ def test_bad_settings_are_refused(built: BuiltExperiment) -> None:
         users_needed(baseline, 0.0)
     with pytest.raises(TenureError):
         minimum_detectable_effects(baseline, [1])
+
+
+def test_users_needed_survives_the_noncentral_t_tail_nan() -> None:
+    """scipy's nct(df, 13).cdf(-1.96) is NaN, which stopped tea-tasting's root search for a mean
+    metric needing about 5,000 users per arm; the answer must still be the textbook one."""
+    n, mean, sd = 10_728, 23.480798, 21.32146
+    sums = pd.Series(
+        {
+            "n0": n,
+            "s__m0": n * mean,
+            "ss__m0__m0": (n - 1) * sd**2 + n * mean**2,
+            "s__pre_m0": 0.0,
+            "ss__m0__pre_m0": 0.0,
+            "ss__pre_m0__pre_m0": 0.0,
+        }
+    )
+    baseline = Baseline(Design("exp", tuple(parse_metrics("events"))), "given", sums, 55.0)
+    row = users_needed(baseline, 0.05).iloc[0]
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    assert row["users_per_arm"] == pytest.approx(2 * z**2 * sd**2 / (0.05 * mean) ** 2, rel=0.01)

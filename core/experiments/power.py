@@ -238,14 +238,18 @@ def users_needed(
     return pd.DataFrame(rows, columns=SAMPLE_SIZE_COLUMNS)
 
 
-def _tea_metric(spec: MetricSpec, index: int, cuped: bool, **power: object) -> tt.metrics.RatioOfMeans:
+def _tea_metric(
+    spec: MetricSpec, index: int, cuped: bool, normal: bool = False, **power: object
+) -> tt.metrics.RatioOfMeans:
+    """``normal`` forces the normal approximation (Student's t otherwise, except for rates)."""
     values = value_columns(index, spec)
     covariates = covariate_columns(index, spec) if cuped else [None, None]
     if spec.is_ratio:
         return tt.RatioOfMeans(
-            values[0], values[1], covariates[0], covariates[1], equal_var=False, use_t=True, **power
+            values[0], values[1], covariates[0], covariates[1], equal_var=False, use_t=not normal, **power
         )  # type: ignore[arg-type]
-    return tt.Mean(values[0], covariates[0], equal_var=False, use_t=not spec.is_rate, **power)  # type: ignore[arg-type]
+    use_t = not (spec.is_rate or normal)
+    return tt.Mean(values[0], covariates[0], equal_var=False, use_t=use_t, **power)  # type: ignore[arg-type]
 
 
 def _solve(
@@ -261,17 +265,21 @@ def _solve(
     """One tea-tasting power solve; NaN where the metric does not vary."""
     if data.count() < 2 or not _variance(_tea_metric(spec, index, cuped), data) > 0:
         return float("nan")
-    metric = _tea_metric(
-        spec,
-        index,
-        cuped,
-        alpha=settings.alpha,
-        power=settings.power,
-        ratio=1,
-        n_obs=n_obs,
-        rel_effect_size=rel_effect,
-    )
-    result = metric.solve_power_from_aggregates(data, parameter)  # type: ignore[arg-type]
+    solve = {
+        "alpha": settings.alpha,
+        "power": settings.power,
+        "ratio": 1,
+        "n_obs": n_obs,
+        "rel_effect_size": rel_effect,
+    }
+    try:
+        result = _tea_metric(spec, index, cuped, **solve).solve_power_from_aggregates(data, parameter)  # type: ignore[arg-type]
+    except ValueError:
+        # scipy's noncentral t returns NaN far in its tail (e.g. nct(df, 13).cdf(-1.96)), which
+        # stops the root search; where that happens the sample is large and t equals the normal.
+        result = _tea_metric(spec, index, cuped, normal=True, **solve).solve_power_from_aggregates(
+            data, parameter
+        )  # type: ignore[arg-type]
     return float(getattr(result[0], parameter))
 
 
