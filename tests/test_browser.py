@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from app_helpers import build_tiny_store
 
+from core.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,11 +96,23 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     )
 
 
+def add_tiny_experiment(path: Path) -> None:
+    """Every tiny user in a two-variant experiment from their first event, so the Experiments
+    page renders a whole review (table, charts, survival, segments, planning) in the browser."""
+    with Store(path) as store, store.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO assignments (user_id, experiment, variant, assigned_time, propensity) "
+            "SELECT user_id, 'tiny_test', CASE WHEN hash(user_id) % 2 = 0 THEN 'control' ELSE 'treatment' END, "
+            "min(event_time), 0.5 FROM events GROUP BY user_id"
+        )
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("browser")
     store = folder / "tiny.duckdb"
     build_tiny_store(store)
+    add_tiny_experiment(store)
     port = free_port()
     log = folder / "streamlit.log"
     env = {**os.environ, "TENURE_DB": str(store)}
