@@ -308,7 +308,7 @@ def _survival_section(store: Store, review: Review) -> None:
     )
     st.plotly_chart(figures_experiments_survival.variant_survival_figure(survival), key="exp_km")
     st.markdown(
-        f"**Restricted mean survival time up to day {survival.tau_days:g}** (days retained, vs {review.control})"
+        f"**Restricted mean survival time up to day {survival.tau_days:.4g}** (days retained, vs {review.control})"
     )
     st.dataframe(figures_experiments.rmst_display(survival.rmst), hide_index=True, key="exp_rmst")
     st.caption(
