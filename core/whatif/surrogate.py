@@ -120,7 +120,15 @@ def _weights(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     return 1.0 / propensity, "inverse propensity"
 
 
-def _resolve(store: Store, experiment: str, outcome: str | LongTermOutcome, surrogate_days: int, as_of):
+def _resolve(
+    store: Store,
+    experiment: str,
+    outcome: str | LongTermOutcome,
+    surrogate_days: int,
+    as_of: pd.Timestamp | str | None,
+    resamples: int,
+) -> tuple[LongTermOutcome, pd.Timestamp]:
+    """The parsed outcome and the data's end to use; every argument checked."""
     outcome = parse_outcome(outcome) if isinstance(outcome, str) else outcome
     if not 1 <= surrogate_days < outcome.window_end_days:
         raise TenureError(
@@ -128,8 +136,10 @@ def _resolve(store: Store, experiment: str, outcome: str | LongTermOutcome, surr
             f"({outcome.window_end_days} days)",
             "use 7 or 14",
         )
-    if experiment not in experiment_names(store):
-        known = experiment_names(store)
+    if resamples < 10:
+        raise TenureError(f"{resamples} bootstrap resamples are too few for an interval", "use 200")
+    known = experiment_names(store)
+    if experiment not in known:
         raise TenureError(
             f"experiment '{experiment}' has no assigned users in the assignments table",
             f"choose one of: {', '.join(known)}" if known else "load an assignments file first",
@@ -137,8 +147,13 @@ def _resolve(store: Store, experiment: str, outcome: str | LongTermOutcome, surr
     data_end = store.data_end()
     if data_end is None:
         raise TenureError("the store has no events", "load an events file first")
-    as_of = data_end if as_of is None else min(pd.Timestamp(as_of), data_end)
-    return outcome, as_of
+    if as_of is None:
+        return outcome, data_end
+    try:
+        chosen = pd.Timestamp(as_of)
+    except ValueError as error:
+        raise TenureError(f"as-of '{as_of}' is not a date", "use YYYY-MM-DD or an ISO timestamp") from error
+    return outcome, min(chosen, data_end)
 
 
 def _split(frame: pd.DataFrame, outcome: LongTermOutcome, as_of: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
@@ -232,7 +247,7 @@ def surrogate_estimate(
     Raises:
         TenureError: an unknown experiment or outcome, too few training users, no recent user.
     """
-    outcome, as_of = _resolve(store, experiment, outcome, surrogate_days, as_of)
+    outcome, as_of = _resolve(store, experiment, outcome, surrogate_days, as_of, resamples)
     attributes = attribute_columns(store)
     frame = surrogate_frame(store, experiment, outcome, surrogate_days, as_of)
     estimates, differences, chosen, quality, training, weighting, warnings, older = _estimate(
@@ -291,7 +306,7 @@ def surrogate_backtest(
     Raises:
         TenureError: as ``surrogate_estimate``; also when no user fits the backtest.
     """
-    outcome, data_end = _resolve(store, experiment, outcome, surrogate_days, None)
+    outcome, data_end = _resolve(store, experiment, outcome, surrogate_days, None, resamples)
     if back_days < 1:
         raise TenureError(f"back days {back_days} must be at least 1", f"for example {DEFAULT_BACK_DAYS}")
     as_of = data_end - pd.Timedelta(days=back_days)
