@@ -156,7 +156,9 @@ def _resolve(
     return outcome, min(chosen, data_end)
 
 
-def _split(frame: pd.DataFrame, outcome: LongTermOutcome, as_of: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
+def _split(
+    frame: pd.DataFrame, outcome: LongTermOutcome, as_of: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
     """(training users, recent assigned users), refused when either is too small to use."""
     train = frame["outcome_observed"].to_numpy(bool)
     recent = frame["variant"].notna().to_numpy() & frame["surrogates_complete"].to_numpy(bool) & ~train
@@ -175,6 +177,20 @@ def _split(frame: pd.DataFrame, outcome: LongTermOutcome, as_of: pd.Timestamp) -
     return train, recent
 
 
+class _Estimated(NamedTuple):
+    """What ``surrogate_estimate`` and ``surrogate_backtest`` share (fields as in SurrogateResult;
+    ``older``: the training users' rows)."""
+
+    estimates: pd.DataFrame
+    differences: pd.DataFrame
+    control: str
+    model_quality: dict[str, float]
+    training_users: int
+    weighting: str
+    warnings: list[str]
+    older: pd.DataFrame
+
+
 def _estimate(
     frame: pd.DataFrame,
     outcome: LongTermOutcome,
@@ -185,7 +201,7 @@ def _estimate(
     seed: int,
     alpha: float,
     with_actual: bool,
-) -> tuple[pd.DataFrame, pd.DataFrame, str, dict[str, float], int, str, list[str], pd.DataFrame]:
+) -> _Estimated:
     train, recent = _split(frame, outcome, as_of)
     features, _ = feature_matrix(frame, attributes)
     outcome_values = frame["outcome"].to_numpy(dtype=float)
@@ -211,7 +227,7 @@ def _estimate(
         for v, users in zip(result.estimates["variant"], result.estimates["users"], strict=True)
         if users == 0
     ]
-    return (
+    return _Estimated(
         result.estimates,
         result.differences,
         chosen,
@@ -250,10 +266,9 @@ def surrogate_estimate(
     outcome, as_of = _resolve(store, experiment, outcome, surrogate_days, as_of, resamples)
     attributes = attribute_columns(store)
     frame = surrogate_frame(store, experiment, outcome, surrogate_days, as_of)
-    estimates, differences, chosen, quality, training, weighting, warnings, older = _estimate(
-        frame, outcome, as_of, attributes, control, resamples, seed, alpha, with_actual=False
-    )
-    older = older[older["variant"].notna()]
+    fitted = _estimate(frame, outcome, as_of, attributes, control, resamples, seed, alpha, with_actual=False)
+    estimates = fitted.estimates
+    older = fitted.older[fitted.older["variant"].notna()]
     older_weights, _ = _weights(older)
     older_values = older["outcome"].to_numpy(dtype=float)
     older_variant = older["variant"].astype(str).to_numpy()
@@ -267,12 +282,12 @@ def surrogate_estimate(
         surrogate_days=surrogate_days,
         as_of=as_of,
         estimates=estimates,
-        differences=differences,
-        control=chosen,
-        model_quality=quality,
-        training_users=training,
-        weighting=weighting,
-        warnings=warnings,
+        differences=fitted.differences,
+        control=fitted.control,
+        model_quality=fitted.model_quality,
+        training_users=fitted.training_users,
+        weighting=fitted.weighting,
+        warnings=fitted.warnings,
     )
 
 
@@ -314,9 +329,10 @@ def surrogate_backtest(
     unknown = ~frame["outcome_observed"] & ~frame["outcome_known"]
     # Recent users at E' whose outcome is still unknown today cannot be checked: left out.
     frame = frame[~unknown].reset_index(drop=True)
-    estimates, differences, chosen, quality, training, weighting, _, _ = _estimate(
+    fitted = _estimate(
         frame, outcome, as_of, attribute_columns(store), control, resamples, seed, alpha, with_actual=True
     )
+    estimates, differences, chosen = fitted.estimates, fitted.differences, fitted.control
     values = estimates.assign(quantity="value")
     users = dict(zip(estimates["variant"], estimates["users"], strict=True))
     diffs = differences.assign(
@@ -331,9 +347,9 @@ def surrogate_backtest(
         {
             "as_of": as_of,
             "data_end": data_end,
-            "training_users": training,
-            "model_quality": quality,
-            "weighting": weighting,
+            "training_users": fitted.training_users,
+            "model_quality": fitted.model_quality,
+            "weighting": fitted.weighting,
             "outcome": outcome.name,
             "surrogate_days": surrogate_days,
         }

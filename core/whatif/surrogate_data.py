@@ -37,8 +37,6 @@ OutcomeKind = Literal["retention", "revenue"]
 SURROGATES = ("sessions", "clicks", "purchases", "revenue", "active_days", "events")
 DEFAULT_OUTCOME_DAYS = 90
 MAX_OUTCOME_DAYS = 3650
-MAX_LEVELS = 30
-"""One-hot levels kept per user attribute (the most common; the rest share the all-zero level)."""
 
 
 @dataclass(frozen=True)
