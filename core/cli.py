@@ -19,6 +19,7 @@ from core.cli_funnel import register as register_funnel
 from core.cli_lifecycle import register as register_lifecycle
 from core.cli_models import register as register_models
 from core.cli_registry import register as register_registry
+from core.cli_surrogate import register as register_surrogate
 from core.cli_survival import register as register_survival
 from core.cli_whatif import register as register_whatif
 from core.cli_whatif_users import register as register_whatif_users
@@ -36,6 +37,7 @@ FEATURE_COMMANDS: tuple = (
     register_registry,
     register_whatif,
     register_whatif_users,
+    register_surrogate,
 )
 
 
