@@ -44,8 +44,9 @@ format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Two workers (pytest-xdist): the suite is CPU-bound and CI has two cores.
 test: $(DEV_STAMP) $(DB) chromium lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 bench: $(RUNTIME_STAMP)
 	$(PY) bench/bench_ingest.py
