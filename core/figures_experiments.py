@@ -14,32 +14,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.errors import TenureError
 from core.experiments.analysis import CORRECTIONS
-from core.experiments.ltv import LTV_METRIC
-from core.experiments.metrics import MetricSpec, parse_metric
+from core.experiments.summary import metric_label, metric_spec
 from core.figures import BAND_OPACITY, PALETTE, _hex_to_rgba
 
-LTV_LABEL = "predicted 90-day LTV (model-based)"
 ALWAYS_VALID = "always-valid 95% CI (for daily peeking)"
-
-
-def metric_spec(metric: str) -> MetricSpec | None:
-    """The spec of a metric name of a review table; None for the model-based LTV metric."""
-    if metric == LTV_METRIC:
-        return None
-    try:
-        return parse_metric(metric)
-    except TenureError:
-        return None
-
-
-def metric_label(metric: str, days: int) -> str:
-    """The metric in words, as the summary card says it."""
-    if metric == LTV_METRIC:
-        return LTV_LABEL
-    spec = metric_spec(metric)
-    return spec.label(days) if spec is not None else metric.replace("_", " ")
 
 
 def is_rate(metric: str) -> bool:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from core import figures_experiments as fe
+from core.experiments.summary import LTV_LABEL
 
 
 def cumulative_frame() -> pd.DataFrame:
@@ -102,8 +103,8 @@ def test_results_display_formats_every_column_in_its_unit() -> None:
     assert money["expected loss"] == "0.05"
     assert money["CUPED variance reduction"] == "12.3%"
     assert shown.loc["events per user over 14 days", "CUPED variance reduction"] == "45.6%"
-    ltv = shown.loc[fe.LTV_LABEL]
-    assert "model-based" in fe.LTV_LABEL
+    ltv = shown.loc[LTV_LABEL]
+    assert "model-based" in LTV_LABEL
     assert ltv[fe.ALWAYS_VALID] == "n/a"
     plain = fe.results_display(review_rows(), days=14, correction="holm", cuped=False)
     assert "CUPED variance reduction" not in plain.columns

@@ -14,7 +14,7 @@ from model_helpers import AS_OF, HORIZON_DAYS, SEED
 from streamlit.testing.v1 import AppTest
 
 from core.experiments.ltv import predicted_ltv
-from core.figures_experiments import LTV_LABEL
+from core.experiments.summary import LTV_LABEL
 from core.models import registry
 from core.models.spec import ModelSpec
 from core.models.training import train_models

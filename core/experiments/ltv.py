@@ -49,6 +49,7 @@ from core.errors import TenureError
 from core.experiments.analysis import Options, Review, adjusted_p_values, choose_control, compare
 from core.experiments.assignments import clean_assignments_sql, experiment_users
 from core.experiments.metrics import MAX_RETENTION_DAY, Design, MetricSpec
+from core.models import registry
 from core.models.artifacts import MODEL_FILE
 from core.models.training import METRICS_FILE, model_kind, score_model
 from core.store import Store
@@ -83,6 +84,17 @@ def model_horizon_days(model_dir: str | Path) -> int:
     raise TenureError(
         f"{directory / MODEL_FILE} does not say the model's horizon", "train the model again with this Tenure"
     )
+
+
+def ltv_models(store: Store) -> list[str]:
+    """Folders of registered models with a 90-day horizon that still exist, newest first: the
+    models this metric can use."""
+    try:
+        models = registry.list_models(store)
+    except TenureError:
+        return []
+    chosen = models[pd.to_numeric(models["horizon_days"], errors="coerce") == LTV_HORIZON_DAYS]
+    return [str(path) for path in chosen["path"] if (Path(path) / MODEL_FILE).is_file()]
 
 
 def check_ltv_model(model_dir: str | Path) -> str:

@@ -12,8 +12,12 @@ import math
 
 import pandas as pd
 
+from core.errors import TenureError
 from core.experiments.analysis import CORRECTIONS, Review
+from core.experiments.ltv import LTV_METRIC
 from core.experiments.metrics import MetricSpec, parse_metric
+
+LTV_LABEL = "predicted 90-day LTV (model-based)"
 
 
 def format_effect(spec: MetricSpec | None, value: float) -> str:
@@ -32,18 +36,22 @@ def _bound(spec: MetricSpec | None, value: float) -> str:
     return format_effect(spec, value).removesuffix(" points")
 
 
-def _spec(metric: str) -> MetricSpec | None:
+def metric_spec(metric: str) -> MetricSpec | None:
+    """The spec of a metric name of a review table; None for the model-based LTV metric."""
+    if metric == LTV_METRIC:
+        return None
     try:
         return parse_metric(metric)
-    except Exception:
+    except TenureError:
         return None
 
 
-def _label(metric: str, days: int) -> str:
-    spec = _spec(metric)
-    if spec is not None:
-        return spec.label(days)
-    return metric.replace("_", " ")
+def metric_label(metric: str, days: int) -> str:
+    """The metric in words, as the card and the page's table say it."""
+    if metric == LTV_METRIC:
+        return LTV_LABEL
+    spec = metric_spec(metric)
+    return spec.label(days) if spec is not None else metric.replace("_", " ")
 
 
 def sentences(review: Review) -> list[str]:
@@ -61,11 +69,10 @@ def sentences(review: Review) -> list[str]:
     for variant, rows in table.groupby("variant", sort=True):
         moved = rows[rows["p_adjusted"] < alpha]
         for row in moved.itertuples():
-            spec = _spec(str(row.metric))
+            spec = metric_spec(str(row.metric))
             verb = "raised" if row.abs_diff > 0 else "lowered"
-            model = " (a model's prediction, not observed)" if "predicted" in str(row.metric) else ""
             lines.append(
-                f"Variant {variant} {verb} {_label(str(row.metric), review.design.days)}{model} by "
+                f"Variant {variant} {verb} {metric_label(str(row.metric), review.design.days)} by "
                 f"{format_effect(spec, abs(row.abs_diff))} (95% CI {_bound(spec, row.ci_low)} to "
                 f"{_bound(spec, row.ci_high)})."
             )
@@ -97,9 +104,9 @@ def _widest(rows: pd.DataFrame, days: int) -> str:
     if usable.empty:
         return "no metric could be tested."
     row = usable.loc[usable["p_value"].idxmin()]
-    spec = _spec(str(row["metric"]))
+    spec = metric_spec(str(row["metric"]))
     return (
-        f"the closest was {_label(str(row['metric']), days)}, {format_effect(spec, row['abs_diff'])} "
+        f"the closest was {metric_label(str(row['metric']), days)}, {format_effect(spec, row['abs_diff'])} "
         f"(95% CI {_bound(spec, row['ci_low'])} to {_bound(spec, row['ci_high'])}, "
         f"adjusted p = {row['p_adjusted']:.2g})."
     )

@@ -23,71 +23,46 @@ Long-term outcomes (the A/B review's definitions, docs/METRICS.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from core.errors import TenureError
 from core.experiments.assignments import clean_assignments_sql
-from core.population import keyed_events_sql
+from core.population import keyed_events_sql, segment_attributes
 from core.store import Store, quote_identifier
+from core.whatif.users import Outcome
+from core.whatif.users import parse_outcome as parse_user_outcome
 
-OutcomeKind = Literal["retention", "revenue"]
 SURROGATES = ("sessions", "clicks", "purchases", "revenue", "active_days", "events")
 DEFAULT_OUTCOME_DAYS = 90
-MAX_OUTCOME_DAYS = 3650
+LongTermOutcome = Outcome
+"""A long-term outcome is a per-user outcome (``core.whatif.users.Outcome``) of kind retention or revenue."""
 
 
-@dataclass(frozen=True)
-class LongTermOutcome:
-    """A long-term outcome: ``retention:D`` (day-D retention) or ``revenue:D`` (revenue over D days)."""
-
-    kind: OutcomeKind
-    days: int = DEFAULT_OUTCOME_DAYS
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.days}"
-
-    @property
-    def window_end_days(self) -> int:
-        """Days after the start by which the outcome is known."""
-        return self.days + 1 if self.kind == "retention" else self.days
-
-    @property
-    def is_rate(self) -> bool:
-        return self.kind == "retention"
-
-    def label(self) -> str:
-        if self.kind == "retention":
-            return f"day-{self.days} retention"
-        return f"revenue per user over {self.days} days"
-
-
-def parse_outcome(text: str) -> LongTermOutcome:
+def parse_outcome(text: str) -> Outcome:
     """``retention`` / ``revenue`` (D = 90) or ``retention:D`` / ``revenue:D``.
 
     Example:
-        >>> parse_outcome("retention:90")
-        LongTermOutcome(kind='retention', days=90)
+        >>> parse_outcome("retention")
+        Outcome(kind='retention', days=90)
     """
     raw = str(text).strip()
     head, _, argument = raw.partition(":")
-    head = head.strip().lower()
-    argument = argument.strip() or str(DEFAULT_OUTCOME_DAYS)
-    hint = "use retention:D or revenue:D with D a whole number of days, e.g. retention:90"
-    if head not in ("retention", "revenue") or not argument.isdigit():
-        raise TenureError(f"outcome '{raw}' is not retention:D or revenue:D", hint)
-    days = int(argument)
-    if not 1 <= days <= MAX_OUTCOME_DAYS:
-        raise TenureError(f"outcome '{raw}': {days} days is out of range", hint)
-    return LongTermOutcome(head, days)  # type: ignore[arg-type]
+    if head.strip().lower() not in ("retention", "revenue"):
+        raise TenureError(
+            f"outcome '{raw}' is not retention:D or revenue:D",
+            "use retention:D or revenue:D with D a whole number of days, e.g. retention:90",
+        )
+    outcome = parse_user_outcome(f"{head}:{argument.strip() or DEFAULT_OUTCOME_DAYS}")
+    if outcome.days < 1:
+        raise TenureError(f"outcome '{raw}': {outcome.days} days is out of range", "use 1 day or more")
+    return outcome
 
 
 def attribute_columns(store: Store) -> list[str]:
-    """The ``users`` columns used as model inputs: all but the id and the signup time."""
-    return [c for c in store.column_names("users") if c not in ("user_id", "signup_time")]
+    """The ``users`` columns used as model inputs: the segment attributes."""
+    return segment_attributes(store)
 
 
 def surrogate_frame_sql(

@@ -81,6 +81,11 @@ class Outcome:
         return Design(experiment, (MetricSpec(self.kind),), days=self.days)
 
     @property
+    def is_rate(self) -> bool:
+        """A 0/1 outcome per user (retention), as opposed to an amount."""
+        return self.kind == "retention"
+
+    @property
     def window_end_days(self) -> int:
         """Days after assignment by which the window has ended."""
         return self.days + 1 if self.kind == "retention" else self.days

@@ -6,7 +6,6 @@ planning (power / MDE) and the model-based predicted LTV. Every control is kept 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -16,13 +15,12 @@ from core.cli_ab import review_json
 from core.errors import TenureError
 from core.experiments.analysis import CORRECTIONS, Options, Review, choose_control
 from core.experiments.bayes import MEAN_PRIOR, RATE_PRIOR
-from core.experiments.ltv import LTV_HORIZON_DAYS, LTV_METRIC, with_ltv_rows
+from core.experiments.ltv import LTV_HORIZON_DAYS, LTV_METRIC, ltv_models, with_ltv_rows
 from core.experiments.metrics import MAX_RETENTION_DAY, Design, parse_metric
 from core.experiments.power import DEFAULT_POWER, PowerSettings
 from core.experiments.segments import DEFAULT_MIN_USERS
 from core.experiments.summary import sentences
 from core.experiments.survival import DEFAULT_MAX_DAY
-from core.models import registry
 from core.store import Store
 from core.survival import DEFAULT_HORIZON_DAYS, DEFAULT_INACTIVITY_DAYS
 from pages.shared import cached, cached_experiments, ui, url_params
@@ -425,16 +423,6 @@ def _planning_section(store: Store, design: Design, review: Review) -> None:
     )
 
 
-def _ltv_models(store: Store) -> list[str]:
-    """Folders of registered models with a 90-day horizon that still exist, newest first."""
-    try:
-        models = registry.list_models(store)
-    except TenureError:
-        return []
-    chosen = models[pd.to_numeric(models["horizon_days"], errors="coerce") == LTV_HORIZON_DAYS]
-    return [str(path) for path in chosen["path"] if (Path(path) / "model.json").is_file()]
-
-
 def _ltv_section(store: Store, review: Review) -> Review:
     """The model-based metric: computed on demand; the review with its rows once computed."""
     st.caption(
@@ -442,7 +430,7 @@ def _ltv_section(store: Store, review: Review) -> Review:
         f"assignment + N days, as predicted by a saved model from what the user did up to then. A difference is "
         "a difference in predictions, not in revenue; the rows join the adjusted p-value family of the table."
     )
-    models = _ltv_models(store)
+    models = ltv_models(store)
     if not models:
         st.info(
             f"No registered model with a {LTV_HORIZON_DAYS}-day horizon: train one on the Models page "
