@@ -172,7 +172,7 @@ def _score_events(args: argparse.Namespace, as_of: dt.datetime) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``score`` subcommands."""
-    from core.models.training import DEVICES, MODEL_CHOICES, SPLITS
+    from core.models.choices import DEVICES, MODEL_CHOICES, SPLITS
 
     train = commands.add_parser(
         "train",

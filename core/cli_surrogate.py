@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
 from core.cli_common import add_db_flag, add_format_flag, print_frame
 
 ESTIMATE_COLUMNS = ("quantity", "variant", "estimate", "ci_low", "ci_high", "users")
@@ -25,6 +23,8 @@ def _quality(quality: dict[str, float]) -> str:
 
 
 def _run_surrogate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from core.store import Store, resolve_db_path
     from core.whatif.surrogate import surrogate_backtest, surrogate_estimate
 

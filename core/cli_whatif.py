@@ -13,8 +13,6 @@ import argparse
 import json
 import sys
 
-import pandas as pd
-
 from core.cli_common import add_db_flag, print_frame
 
 CSV_COLUMNS = ("target", "rows", "logged_value", "ess", "max_weight", "unsupported_share")
@@ -41,6 +39,8 @@ def _run_whatif(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(contract, indent=2))
     else:
+        import pandas as pd
+
         frame = pd.DataFrame(contract["estimates"])
         for position, column in enumerate(CSV_COLUMNS):
             frame.insert(position, column, contract[column])

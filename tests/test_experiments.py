@@ -134,6 +134,24 @@ def test_per_user_values_match_a_pandas_walk(built: tuple[Path, pd.DataFrame, pd
     assert not reference["retention7_ok"].all(), "the fixture must have users whose day 7 has not ended"
 
 
+def test_without_the_pre_period_the_window_values_are_unchanged(
+    built: tuple[Path, pd.DataFrame, pd.DataFrame],
+) -> None:
+    """The command without CUPED skips the pre-period: same values after assignment, zeros before."""
+    path, _, _ = built
+    full = Design("exp", tuple(parse_metrics(METRICS)), days=10)
+    after_only = Design("exp", tuple(parse_metrics(METRICS)), days=10, pre_period=False)
+    with Store(path, read_only=True) as store:
+        with_pre = user_values(store, full).set_index("user_id").sort_index()
+        without = user_values(store, after_only).set_index("user_id").sort_index()
+        with pytest.raises(TenureError, match="pre-period"):
+            review(store, after_only, Options(cuped=True))
+    pre = [c for c in with_pre.columns if c.startswith("pre_")]
+    assert with_pre[pre].to_numpy().sum() > 0, "the fixture must have pre-period activity"
+    assert (without[pre].to_numpy() == 0).all()
+    pd.testing.assert_frame_equal(without.drop(columns=pre), with_pre.drop(columns=pre))
+
+
 def test_users_in_several_variants_are_excluded_and_counted(
     built: tuple[Path, pd.DataFrame, pd.DataFrame],
 ) -> None:

@@ -24,8 +24,8 @@ from core.errors import TenureError
 from core.experiments.assignments import ExperimentUsers, experiment_users
 from core.experiments.bayes import chance_to_beat_mean, chance_to_beat_rate
 from core.experiments.cumulative import cumulative_from_moments
-from core.experiments.metrics import Design, MetricSpec, covariate_columns, per_user_sql, value_columns
-from core.experiments.moments import aggregates, moments_sql
+from core.experiments.metrics import Design, MetricSpec, covariate_columns, value_columns
+from core.experiments.moments import DAILY_GROUPS, aggregates, moment_sums
 from core.experiments.sequential import always_valid_interval, always_valid_p_value, mixing_variance
 from core.store import Store
 
@@ -90,8 +90,7 @@ def choose_control(variants: list[str], requested: str | None) -> str:
 
 def variant_moments(store: Store, design: Design, extra_group: list[str] | None = None) -> pd.DataFrame:
     """Moment sums per variant (``g0``) and per any further grouping (``g1``...)."""
-    user_sql, params = per_user_sql(store, design)
-    return store.query_df(moments_sql(user_sql, design, ["variant", *(extra_group or [])]), params)
+    return moment_sums(store, design, ["variant", *(extra_group or [])])
 
 
 def experiment_arms(store: Store, experiment: str, options: Options) -> tuple[ExperimentUsers, str]:
@@ -106,11 +105,20 @@ def experiment_arms(store: Store, experiment: str, options: Options) -> tuple[Ex
     return users, choose_control(variants, options.control)
 
 
-def review(store: Store, design: Design, options: Options | None = None) -> Review:
-    """Analyse every metric of ``design`` for every variant against the control."""
+def review(
+    store: Store, design: Design, options: Options | None = None, daily: pd.DataFrame | None = None
+) -> Review:
+    """Analyse every metric of ``design`` for every variant against the control.
+
+    ``daily``: ``moments.moment_sums(store, design)`` when the caller has already run it (the
+    command line runs it while the statistics stack imports). CUPED needs the pre-period.
+    """
     options = options or Options()
+    if options.cuped and not design.pre_period:
+        raise TenureError("CUPED needs the pre-period", "measure it: Design(..., pre_period=True)")
     users, control = experiment_arms(store, design.experiment, options)
-    daily = variant_moments(store, design, extra_group=["CAST(assigned_time AS DATE)"])
+    if daily is None:
+        daily = moment_sums(store, design, DAILY_GROUPS)
     by_variant = {
         str(variant): part.drop(columns=["g0", "g1"]).sum()
         for variant, part in daily.groupby("g0", sort=True)

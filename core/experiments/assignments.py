@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from core.errors import TenureError
 from core.schema import user_key_sql
@@ -117,6 +116,8 @@ def experiment_users(store: Store, experiment: str) -> ExperimentUsers:
     share, source = _intended_share(per_variant)
     observed = np.array(list(users.values()), dtype=float)
     expected = np.array([share[v] for v in users]) * observed.sum()
+    from scipy import stats  # here: the A/B command imports it while its query runs
+
     p_value = float(stats.chisquare(observed, expected).pvalue) if len(users) > 1 else float("nan")
     return ExperimentUsers(
         experiment=experiment,

@@ -164,12 +164,15 @@ class Design:
         days: the window N of conversion, revenue and events (and of the pre-period).
         winsorize: cap money metrics at this percentile of the experiment's users (e.g. 99),
             separately for the window and the pre-period; None for no capping.
+        pre_period: measure the pre-period twins (CUPED's covariates); without them they are 0
+            and the query reads only the events after assignment.
     """
 
     experiment: str
     metrics: tuple[MetricSpec, ...]
     days: int = DEFAULT_DAYS
     winsorize: float | None = None
+    pre_period: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.days <= MAX_RETENTION_DAY:
@@ -188,63 +191,94 @@ class Design:
         return max(days)
 
 
+DAY_US = 86_400_000_000
+"""Microseconds in a day: windows are compared as whole microseconds since assignment."""
+
+
 def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
     """A SELECT with one row per clean assigned user.
 
     Columns: ``user_id, user_key, variant, assigned_time``, then per metric ``i`` its value
     columns, their pre-period twins and ``ok{i}`` (window complete), and ``partial_window``
     (the N-day window has not ended by the data's end). Named parameters.
+
+    Built for a million users: the events are narrowed before the join (the conversion events
+    become flags, the session id a 64-bit key), the elapsed time is whole microseconds, each
+    distinct aggregate is computed once however many metrics share it, and sessions are
+    counted in a separate two-column aggregation rather than by grouping every metric per
+    session. Without the pre-period (``design.pre_period`` False) the join keeps only the
+    events after assignment and the pre-period columns are zero.
     """
     params: dict[str, Any] = {
         "experiment": design.experiment,
-        "days": design.days,
-        "horizon": design.horizon_days,
+        "window_us": design.days * DAY_US,
+        "horizon_us": design.horizon_days * DAY_US,
     }
-    window = "e >= 0 AND e < $days"
-    before = "e < 0"
-    # (column, expression over the events of one group, how partial groups combine)
-    parts: list[tuple[str, str, str]] = []
-    revenue = "coalesce(revenue, 0)"
+    window = "t >= 0 AND t < $window_us"
+    before = "t < 0"
+    aggregates: dict[str, str] = {}  # expression -> its column in the per-user aggregation
+    session_flags: dict[str, str] = {}  # condition -> its column in the per-session aggregation
+    sources: dict[str, str] = {}  # output column -> the expression over those columns
+
+    def aggregate(column: str, expression: str) -> None:
+        sources[column] = aggregates.setdefault(expression, f"v{len(aggregates)}")
+
+    def sessions(column: str, condition: str) -> None:
+        sources[column] = session_flags.setdefault(condition, f"s{len(session_flags)}")
+
+    flags: list[str] = []
     for index, spec in enumerate(design.metrics):
         if spec.kind == "conversion":
             params[f"event{index}"] = spec.argument
-            hit = f"event_name = $event{index}"
-            parts.append((f"m{index}", f"max(({hit} AND {window})::INTEGER)", "max"))
-            parts.append((f"pre_m{index}", f"max(({hit} AND {before})::INTEGER)", "max"))
+            flags.append(f"event_name = $event{index} AS hit{index}")
+            aggregate(f"m{index}", f"(count(*) FILTER (WHERE hit{index} AND {window}) > 0)::INTEGER")
+            aggregate(f"pre_m{index}", f"(count(*) FILTER (WHERE hit{index} AND {before}) > 0)::INTEGER")
         elif spec.kind == "retention":
             day = spec.retention_day
-            parts.append((f"m{index}", f"max((e >= {day} AND e < {day + 1})::INTEGER)", "max"))
-            parts.append((f"pre_m{index}", f"count(*) FILTER (WHERE {before})", "sum"))
-        elif spec.kind == "revenue":
-            parts.append((f"m{index}", f"sum(CASE WHEN {window} THEN {revenue} ELSE 0 END)", "sum"))
-            parts.append((f"pre_m{index}", f"sum(CASE WHEN {before} THEN {revenue} ELSE 0 END)", "sum"))
+            aggregate(
+                f"m{index}",
+                f"(count(*) FILTER (WHERE t >= {day * DAY_US} AND t < {(day + 1) * DAY_US}) > 0)::INTEGER",
+            )
+            aggregate(f"pre_m{index}", f"count(*) FILTER (WHERE {before})")
         elif spec.kind == "events":
-            parts.append((f"m{index}", f"count(*) FILTER (WHERE {window})", "sum"))
-            parts.append((f"pre_m{index}", f"count(*) FILTER (WHERE {before})", "sum"))
+            aggregate(f"m{index}", f"count(*) FILTER (WHERE {window})")
+            aggregate(f"pre_m{index}", f"count(*) FILTER (WHERE {before})")
+        elif spec.kind == "revenue":
+            aggregate(f"m{index}", f"sum(revenue) FILTER (WHERE {window})")
+            aggregate(f"pre_m{index}", f"sum(revenue) FILTER (WHERE {before})")
         else:
-            # Per session first: a session counts once if any of its events is in the window.
-            parts.append((f"m{index}_num", f"sum(CASE WHEN {window} THEN {revenue} ELSE 0 END)", "sum"))
-            parts.append((f"m{index}_den", f"max(({window} AND session_id IS NOT NULL)::INTEGER)", "sum"))
-            parts.append((f"pre_m{index}_num", f"sum(CASE WHEN {before} THEN {revenue} ELSE 0 END)", "sum"))
-            parts.append((f"pre_m{index}_den", f"max(({before} AND session_id IS NOT NULL)::INTEGER)", "sum"))
-    if any(spec.is_ratio for spec in design.metrics):
-        # Two steps instead of COUNT(DISTINCT session_id): far cheaper in DuckDB.
-        inner = ", ".join(f"{expression} AS {name}" for name, expression, _ in parts)
-        outer = ", ".join(f"{combine}({name}) AS {name}" for name, _, combine in parts)
-        per_user_from_x = (
-            f"SELECT user_key, {outer} FROM (SELECT user_key, session_id, {inner} FROM x "
-            "GROUP BY user_key, session_id) GROUP BY user_key"
-        )
-    else:
-        per_user_from_x = (
-            f"SELECT user_key, {', '.join(f'{e} AS {n}' for n, e, _ in parts)} FROM x GROUP BY user_key"
+            aggregate(f"m{index}_num", f"sum(revenue) FILTER (WHERE {window})")
+            aggregate(f"pre_m{index}_num", f"sum(revenue) FILTER (WHERE {before})")
+            # A session counts once if any of its events is in the window.
+            sessions(f"m{index}_den", window)
+            sessions(f"pre_m{index}_den", before)
+    if not design.pre_period:
+        sources = {
+            column: "NULL" if column.startswith("pre_") else source for column, source in sources.items()
+        }
+        used = set(sources.values())
+        aggregates = {e: c for e, c in aggregates.items() if c in used}
+        session_flags = {e: c for e, c in session_flags.items() if c in used}
+    per_user = (
+        f"SELECT user_key, {', '.join(f'{e} AS {c}' for e, c in aggregates.items())} FROM x GROUP BY user_key"
+    )
+    if session_flags:
+        # The session key is a 64-bit hash of the id: two sessions of one user collide with
+        # odds of about k^2 / 2^65 for k sessions, far below any rounding shown.
+        per_session = ", ".join(f"bool_or({condition}) AS {c}" for condition, c in session_flags.items())
+        counts = ", ".join(f"count(*) FILTER (WHERE {c}) AS {c}" for c in session_flags.values())
+        per_user = (
+            f"SELECT * FROM ({per_user}) LEFT JOIN (SELECT user_key, {counts} FROM (SELECT user_key, "
+            f"{per_session} FROM x WHERE session_key IS NOT NULL GROUP BY user_key, session_key) "
+            "GROUP BY user_key) USING (user_key)"
         )
     columns = [
         c
         for i, spec in enumerate(design.metrics)
         for c in value_columns(i, spec) + covariate_columns(i, spec)
     ]
-    filled = ", ".join(f"coalesce(w.{c}, 0)::DOUBLE AS {c}" for c in columns)
+    filled = ", ".join(f"coalesce(w.{sources[c]}, 0)::DOUBLE AS {c}" for c in columns)
+    filled = filled.replace("coalesce(w.NULL, 0)", "0")
     eligible = []
     for index, spec in enumerate(design.metrics):
         if spec.kind == "retention":
@@ -254,17 +288,22 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
             )
         else:
             eligible.append(f"true AS {eligible_column(index)}")
-    events = keyed_events_sql(store)
+    session_key = (
+        ", CASE WHEN session_id IS NOT NULL THEN hash(session_id) END AS session_key" if session_flags else ""
+    )
+    narrowed = (
+        f"SELECT user_key, event_time, coalesce(revenue, 0) AS revenue{session_key}"
+        f"{''.join(', ' + flag for flag in flags)} FROM {keyed_events_sql(store)}"
+    )
+    start = "a.assigned_time - to_microseconds($window_us)" if design.pre_period else "a.assigned_time"
     sql = (
         f"WITH a AS ({clean_assignments_sql().replace('experiment = ?', 'experiment = $experiment')}), "
-        "x AS (SELECT ev.user_key, ev.event_name, ev.revenue, ev.session_id, "
-        "epoch_us(ev.event_time - a.assigned_time) / 86400000000.0 AS e "
-        f"FROM {events} ev JOIN a ON ev.user_key = a.user_key "
-        "WHERE ev.event_time >= a.assigned_time - to_days($days) "
-        "AND ev.event_time < a.assigned_time + to_days($horizon)), "
-        f"w AS ({per_user_from_x}) "
+        "x AS (SELECT ev.* EXCLUDE (event_time), epoch_us(ev.event_time) - epoch_us(a.assigned_time) AS t "
+        f"FROM ({narrowed}) ev JOIN a ON ev.user_key = a.user_key "
+        f"WHERE ev.event_time >= {start} AND ev.event_time < a.assigned_time + to_microseconds($horizon_us)), "
+        f"w AS ({per_user}) "
         f"SELECT a.user_id, a.user_key, a.variant, a.assigned_time, {filled}, {', '.join(eligible)}, "
-        "(a.assigned_time + to_days($days) > (SELECT max(event_time) FROM events)) AS partial_window "
+        "(a.assigned_time + to_microseconds($window_us) > (SELECT max(event_time) FROM events)) AS partial_window "
         "FROM a LEFT JOIN w USING (user_key)"
     )
     if design.winsorize is not None:

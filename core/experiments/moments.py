@@ -9,13 +9,26 @@ and the cumulative view (variant and assignment day, summed up day by day in num
 from __future__ import annotations
 
 from itertools import combinations_with_replacement
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from tea_tasting.aggr import Aggregates
 
-from core.experiments.metrics import Design, MetricSpec, covariate_columns, eligible_column, value_columns
+from core.experiments.metrics import (
+    Design,
+    MetricSpec,
+    covariate_columns,
+    eligible_column,
+    per_user_sql,
+    value_columns,
+)
+from core.store import Store
+
+if TYPE_CHECKING:
+    from tea_tasting.aggr import Aggregates
+
+DAILY_GROUPS = ("variant", "CAST(assigned_time AS DATE)")
+"""The review's grouping: per variant (``g0``) and assignment day (``g1``)."""
 
 
 def metric_columns(index: int, spec: MetricSpec) -> list[str]:
@@ -47,11 +60,25 @@ def moments_sql(user_sql: str, design: Design, group_by: list[str]) -> str:
     return f"SELECT {keys}, {moments_select(design)} FROM ({user_sql}) u GROUP BY {group} ORDER BY {group}"
 
 
+def moment_sums(
+    store: Store, design: Design, group_by: list[str] | tuple[str, ...] = DAILY_GROUPS
+) -> pd.DataFrame:
+    """The moment sums of ``design``'s per-user values per ``group_by`` value: one DuckDB query.
+
+    Kept free of the statistics stack so that a caller can run it in a thread while that stack
+    imports (DuckDB releases the GIL while it works).
+    """
+    user_sql, params = per_user_sql(store, design)
+    return store.query_df(moments_sql(user_sql, design, list(group_by)), params)
+
+
 def aggregates(row: pd.Series | dict[str, Any], index: int, spec: MetricSpec) -> Aggregates:
     """tea-tasting's ``Aggregates`` of metric ``index`` from one row of moment sums.
 
     Sample (n - 1) variances and covariances, as tea-tasting computes them from raw data.
     """
+    from tea_tasting.aggr import Aggregates
+
     n = float(row[f"n{index}"] or 0)
     columns = metric_columns(index, spec)
     sums = {c: float(row[f"s__{c}"] or 0.0) for c in columns}

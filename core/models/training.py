@@ -80,6 +80,14 @@ from core.evaluation import (
 from core.export import to_safe_csv
 from core.models.artifacts import MODEL_FILE
 from core.models.btyd import BTYDModel, rfm_summary
+from core.models.choices import (
+    AVAILABLE_MODELS,
+    DEVICES,
+    MODEL_CHOICES,
+    PLANNED_MODELS,
+    SEQUENCE_MODELS,
+    SPLITS,
+)
 from core.models.gbm import GBMConfig, GBMModel
 from core.models.labels import check_complete, labels
 from core.models.ltv_calibration import fit_ltv_scale, load_ltv_scale, write_ltv_scale
@@ -88,12 +96,6 @@ from core.models.training_profile import training_profile, write_training_profil
 from core.population import Filters
 from core.store import Store
 
-SEQUENCE_MODELS = ("seq", "gru")
-AVAILABLE_MODELS = ("btyd", "gbm", *SEQUENCE_MODELS)
-PLANNED_MODELS: tuple[str, ...] = ()
-MODEL_CHOICES = (*AVAILABLE_MODELS, "all")
-SPLITS = ("users", "backtest")
-DEVICES = ("auto", "cpu", "cuda")
 TEST_SHARE = 0.2
 MAX_WEEKS = 520
 PREDICTION_COLUMNS = ("model", "user_id", "churn_prob", "ltv_pred", "churned", "ltv_actual")
