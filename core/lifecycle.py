@@ -659,11 +659,12 @@ def stages_at_sql(
     """A SELECT of ``(user_key, stage)``: each user's stage at their own as-of instant.
 
     The stages' definitions (module docstring) read at an instant T instead of the end of a day:
-    activity events before T count, the stage is that at the end of D = T's UTC day, and a user
-    is started when their start is at or before T (a user whose start is T itself, e.g. one
-    assigned at their first event, is new). With T = D + 1 day 00:00 this is ``stage_table``'s
-    stage at the end of D, but for a start at exactly T. Users with no start by T are
-    ``not_started``. Used for the stage at assignment (core/whatif/segments.py).
+    the stage at the end of D, the UTC day of the last instant before T, counting only activity
+    events before T. With T = D + 1 day 00:00 this is ``stage_table``'s stage at the end of D;
+    with T inside a day (an assignment time), events of that day before T count and those after
+    do not. A start at or before T counts (a user whose start is T itself, e.g. one assigned at
+    their first event, is new); users with no start by T are ``not_started``. Used for the stage
+    at assignment (core/whatif/segments.py).
 
     Args:
         instants: a SELECT of ``(user_key, as_of_time)``, one row per user.
@@ -671,7 +672,8 @@ def stages_at_sql(
     """
     events = keyed_events_sql(store)
     population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
-    case = _stage_case_sql(spec, "CAST(m.as_of_time AS DATE)", "d.last_day", "d.last_return")
+    day = "CAST(m.as_of_time - INTERVAL 1 MICROSECOND AS DATE)"
+    case = _stage_case_sql(spec, day, "d.last_day", "d.last_return")
     sql = f"""
 WITH population AS ({population}),
 instants AS ({instants}),
