@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import shutil
 from pathlib import Path
 
@@ -316,3 +317,22 @@ def test_rule_attributes_lists_segments(risk_store: Path, risk_model: Path) -> N
     deciles = sorted(int(d) for d in risk[CHURN_RISK_DECILE].dropna().unique())
     assert with_model[CHURN_RISK_DECILE] == [str(d) for d in deciles]
     assert len(deciles) > 1
+
+
+def test_cli_lifecycle_rule_with_survival_interval(stage_store: Path, tmp_path: Path, capsys) -> None:
+    rule_file = tmp_path / "stage.csv"
+    rule_file.write_text("attribute,value,variant\nlifecycle_stage,new,b\n*,*,a\n")
+    code = main(
+        [
+            *("whatif-users", "--db", str(stage_store), "--experiment", "exp", "--rule", str(rule_file)),
+            *("--outcome", "events:3", "--folds", "2", "--format", "json", "--details"),
+        ]
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["target"] == "stage.csv"
+    stages = _stages_by_pandas(stage_store, StageSpec())
+    assert payload["target_share"]["b"] == pytest.approx(np.mean(stages == "new"))
+    record = payload["survival"][0]
+    assert list(record) == ["policy", "day", "survival", "ci_low", "ci_high"]
+    assert record["ci_low"] <= record["survival"] <= record["ci_high"]
