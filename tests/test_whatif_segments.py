@@ -6,23 +6,20 @@ rules and the CLI that use them."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from experiment_helpers import write_store
-from model_helpers import AS_OF, HORIZON_DAYS, SEED, TINY_GBM
+from model_helpers import copy_store, train_run
 from scipy.stats import rankdata
 
 from core.cli import main
 from core.errors import TenureError
 from core.lifecycle import StageSpec, stage_users, stages_at_sql
-from core.models.spec import ModelSpec
-from core.models.training import score_model, train_models
+from core.models.training import score_model
 from core.population import Filters
 from core.store import Store
 from core.whatif.rules import build_rule, parse_rule
@@ -35,6 +32,7 @@ from core.whatif.segments import (
 )
 from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy
 from core.whatif.users import parse_outcome
+from tests.test_lifecycle import reference_stages
 
 ORIGIN = dt.datetime(2026, 3, 1)
 
@@ -90,34 +88,22 @@ def stage_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _stages_by_pandas(path: Path, spec: StageSpec) -> pd.Series:
-    """Each user's stage at their assignment instant, walking their activity days in pandas."""
+    """Each user's stage at their assignment instant: the Lifecycle tests' pandas reference at
+    the end of the assignment day, fed only the user's events before the instant (and their first
+    event, which makes their start); a start after the instant is not started."""
     with Store(path, read_only=True) as store:
-        events = store.query_df("SELECT user_id, event_time FROM events")
+        events = store.query_df("SELECT user_id, event_time, event_name FROM events")
         assignments = store.query_df("SELECT user_id, assigned_time FROM assignments")
+    no_users = pd.DataFrame({"user_id": [], "country": [], "signup_time": []})
     stages = {}
     for user, instant in zip(assignments["user_id"], assignments["assigned_time"], strict=True):
-        times = events.loc[events["user_id"] == user, "event_time"]
-        start = times.min()
-        if start > instant:
+        own = events[events["user_id"] == user]
+        first = own["event_time"].min()
+        if first > instant:
             stages[user] = "not_started"
             continue
-        day = instant.date()
-        days = {start.date()} | {t.date() for t in times if t < instant}
-        ordered = sorted(days)
-        returns = [b for a, b in itertools.pairwise(ordered) if (b - a).days >= spec.dormant_days]
-        idle = (day - ordered[-1]).days
-        if (day - start.date()).days < spec.new_days:
-            stages[user] = "new"
-        elif idle >= spec.churned_days:
-            stages[user] = "churned"
-        elif idle >= spec.dormant_days:
-            stages[user] = "dormant"
-        elif idle >= spec.at_risk_days:
-            stages[user] = "at_risk"
-        elif returns and (day - returns[-1]).days < spec.new_days:
-            stages[user] = "reactivated"
-        else:
-            stages[user] = "active"
+        seen = own[(own["event_time"] < instant) | (own["event_time"] == first)]
+        stages[user] = reference_stages(seen, no_users, spec, instant.date())[user]
     return pd.Series(stages).sort_index()
 
 
@@ -193,21 +179,20 @@ RISK_DAYS = pd.date_range("2026-03-02", periods=3, freq="D")
 
 @pytest.fixture(scope="module")
 def risk_store(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The simulated store plus experiment ``risk``: 150 users who started before 2026-03-01,
-    assigned at random times on three days with a propensity that depends on their activity,
-    and one user whose first event is on their assignment day (not scored)."""
-    path = Path(shutil.copy(small_store_path, tmp_path_factory.mktemp("risk") / "risk.duckdb"))
-    rng = np.random.default_rng(11)
+    """The simulated store plus experiment ``risk``: 150 users who started before 2026-02-01,
+    assigned at random times on three days with a propensity of b that differs between users
+    (0.3 or 0.6), and one user assigned at their first event, after 2026-03-04 (not scored)."""
+    path = copy_store(small_store_path, tmp_path_factory.mktemp("risk") / "risk.duckdb")
     with Store(path) as store:
+        late, late_first = store.query_one(
+            "SELECT user_id, min(event_time) FROM events GROUP BY user_id "
+            "HAVING min(event_time) > '2026-03-04' ORDER BY user_id LIMIT 1"
+        )
         users = store.query_df(
-            "SELECT user_id, min(event_time) AS first FROM events GROUP BY user_id "
-            "HAVING min(event_time) < '2026-02-01' ORDER BY user_id LIMIT 150"
+            "SELECT user_id FROM events GROUP BY user_id HAVING min(event_time) < '2026-02-01' "
+            "ORDER BY user_id LIMIT 150"
         )["user_id"].tolist()
-        late = store.query_one(
-            "SELECT user_id FROM events GROUP BY user_id HAVING min(event_time) > '2026-03-04' "
-            "ORDER BY user_id LIMIT 1"
-        )[0]
-        late_first = store.query_one("SELECT min(event_time) FROM events WHERE user_id = ?", [late])[0]
+        rng = np.random.default_rng(11)
         rows = []
         for index, user in enumerate(users):
             p = 0.3 if index % 3 == 0 else 0.6
@@ -226,10 +211,7 @@ def risk_store(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def risk_model(risk_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("risk_model")
-    with Store(risk_store, read_only=True) as store:
-        train_models(store, ModelSpec(AS_OF, HORIZON_DAYS), ["gbm"], "users", SEED, out, gbm_config=TINY_GBM)
-    return out / "gbm"
+    return train_run(risk_store, tmp_path_factory.mktemp("risk_model"), ("gbm",)) / "gbm"
 
 
 def test_churn_risk_deciles_match_scoring_each_day(risk_store: Path, risk_model: Path) -> None:
