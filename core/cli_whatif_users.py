@@ -16,7 +16,7 @@ import json
 import math
 from typing import Any
 
-from core.cli_common import add_db_flag
+from core.cli_common import add_db_flag, stderr_progress
 
 CONTRACT_KEYS = ("target", "rows", "logged_value", "ess", "max_weight", "unsupported_share", "estimates")
 
@@ -34,9 +34,10 @@ def _run_whatif_users(args: argparse.Namespace) -> int:
         rule=read_rule(args.rule) if args.rule is not None else None,
         folds=args.folds,
         seed=args.seed,
+        model_dir=args.model,
     )
     with Store(resolve_db_path(args.db), read_only=True) as store:
-        result = evaluate_user_policy(store, spec)
+        result = evaluate_user_policy(store, spec, progress=stderr_progress)
     chosen = [e for e in result.estimates if args.estimator in (None, e.estimator)]
     if args.format == "json":
         payload: dict[str, Any] = {
@@ -118,7 +119,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     target.add_argument(
         "--rule",
         metavar="FILE",
-        help="a targeting rule: CSV 'attribute,value,variant' rows (first match wins) ending with '*,*,VARIANT'",
+        help="a targeting rule: CSV 'attribute,value,variant' rows (first match wins) ending with '*,*,VARIANT'; "
+        "an attribute is a users column, lifecycle_stage (the stage at assignment) or churn_risk_decile "
+        "(needs --model)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        default=None,
+        help="a trained model folder (e.g. RUN/gbm from 'python -m core train'): scores each user's churn "
+        "risk as of their assignment day for rule rows on churn_risk_decile (1..10, 10 = highest risk); "
+        "one scoring run per assignment day",
     )
     parser.add_argument(
         "--outcome",

@@ -57,6 +57,7 @@ activity days to find returns.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -588,6 +589,29 @@ def _stage_case_sql(spec: StageSpec, day: str, last_day: str, last_return: str) 
         ELSE 'active' END"""
 
 
+def _activity_gaps_sql(events: str, spec: StageSpec, before: str | None = None) -> str:
+    """The CTEs ``activity_days(user_key, day)`` and ``gaps(user_key, day, gap)`` of the users in
+    ``members(user_key, start_time, start_day, ...)``: their activity days (module docstring) and,
+    per day, the days since the previous one (NULL for the first).
+
+    Args:
+        before: an SQL expression over the members row ``m``: only activity events before it
+            count (each user's own as-of instant); None = every event.
+    """
+    cutoff = f" AND e.event_time < {before}" if before is not None else ""
+    return f"""activity_days AS (
+    SELECT user_key, start_day AS day FROM members
+    UNION
+    SELECT e.user_key, CAST(e.event_time AS DATE) AS day
+    FROM {events} e JOIN members m ON m.user_key = e.user_key
+    WHERE e.event_time >= m.start_time{cutoff}{_activity_filter(spec.activity_events)}
+),
+gaps AS (
+    SELECT user_key, day, day - lag(day) OVER (PARTITION BY user_key ORDER BY day) AS gap
+    FROM activity_days
+)"""
+
+
 def _stage_pieces_sql(
     store: Store, spec: StageSpec, filters: Filters, days: list[dt.date]
 ) -> tuple[str, list[Any]]:
@@ -616,17 +640,7 @@ as_of AS (SELECT {dates}),
 members AS MATERIALIZED (
     SELECT user_key, start_time, CAST(start_time AS DATE) AS start_day FROM population
 ),
-activity_days AS (
-    SELECT user_key, start_day AS day FROM members
-    UNION
-    SELECT e.user_key, CAST(e.event_time AS DATE) AS day
-    FROM {events} e JOIN members m ON m.user_key = e.user_key
-    WHERE e.event_time >= m.start_time{_activity_filter(spec.activity_events)}
-),
-gaps AS (
-    SELECT user_key, day, day - lag(day) OVER (PARTITION BY user_key ORDER BY day) AS gap
-    FROM activity_days
-),
+{_activity_gaps_sql(events, spec)},
 user_days AS (
     SELECT a.user_key, {", ".join(aggregates)}
     FROM gaps a CROSS JOIN as_of s
@@ -637,6 +651,47 @@ user_stages AS (
     FROM members m JOIN user_days u ON u.user_key = m.user_key CROSS JOIN as_of
 )"""
     return sql, [*params, *days, *spec.activity_events]
+
+
+def stages_at_sql(
+    store: Store, spec: StageSpec, instants: str, instants_params: Sequence[Any] = ()
+) -> tuple[str, list[Any]]:
+    """A SELECT of ``(user_key, stage)``: each user's stage at their own as-of instant.
+
+    The stages' definitions (module docstring) read at an instant T instead of the end of a day:
+    the stage at the end of D, the UTC day of the last instant before T, counting only activity
+    events before T. With T = D + 1 day 00:00 this is ``stage_table``'s stage at the end of D;
+    with T inside a day (an assignment time), events of that day before T count and those after
+    do not. A start at or before T counts (a user whose start is T itself, e.g. one assigned at
+    their first event, is new); users with no start by T are ``not_started``. Used for the stage
+    at assignment (core/whatif/segments.py).
+
+    Args:
+        instants: a SELECT of ``(user_key, as_of_time)``, one row per user.
+        instants_params: its positional parameters.
+    """
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
+    day = "CAST(m.as_of_time - INTERVAL 1 MICROSECOND AS DATE)"
+    case = _stage_case_sql(spec, day, "d.last_day", "d.last_return")
+    sql = f"""
+WITH population AS ({population}),
+instants AS ({instants}),
+members AS MATERIALIZED (
+    SELECT i.user_key, p.start_time, CAST(p.start_time AS DATE) AS start_day, i.as_of_time
+    FROM instants i JOIN population p ON p.user_key = i.user_key
+    WHERE p.start_time <= i.as_of_time
+),
+{_activity_gaps_sql(events, spec, before="m.as_of_time")},
+user_days AS (
+    SELECT user_key, max(day) AS last_day,
+        max(day) FILTER (WHERE gap >= {spec.dormant_days}) AS last_return
+    FROM gaps GROUP BY user_key
+),
+staged AS (SELECT m.user_key, {case} AS stage FROM members m JOIN user_days d ON d.user_key = m.user_key)
+SELECT i.user_key, coalesce(s.stage, '{NOT_STARTED}') AS stage
+FROM instants i LEFT JOIN staged s ON s.user_key = i.user_key"""
+    return sql, [*params, *instants_params, *spec.activity_events]
 
 
 def stage_table(

@@ -152,8 +152,30 @@ def predicted_ltv(
     users = _assigned_users(store, experiment, days, bucket)
     if users.empty:
         experiment_users(store, experiment)  # raises the review's error naming the experiments
+    users = score_at_instants(store, model_dir, users, ("ltv_pred",), progress)
+    return users[list(USER_COLUMNS)].reset_index(drop=True)
+
+
+def score_at_instants(
+    store: Store,
+    model_dir: str | Path,
+    users: pd.DataFrame,
+    columns: tuple[str, ...] = ("ltv_pred",),
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """``users`` (``user_id``, ``as_of``) with the model's ``columns`` (of ``score_model``'s
+    output) and a ``status`` added: one ``score_model`` run per distinct as-of instant, restricted
+    to the users who share it, so the cost is the number of distinct instants, not of users.
+
+    ``status`` (module docstring): ``scored``; ``window_open`` (``as_of`` after the data's end,
+    not scored); ``not_in_population`` (no score at ``as_of`` for ``columns[0]``). ``columns``
+    are NaN unless scored.
+    ``progress`` is called once per instant.
+    """
+    users = users.copy()
     data_end = store.data_end()
-    users["ltv_pred"] = np.nan
+    for column in columns:
+        users[column] = np.nan
     users["status"] = "window_open"
     moments = sorted(pd.Timestamp(moment) for moment in users["as_of"].unique())
     closed = [moment for moment in moments if data_end is not None and moment <= data_end]
@@ -163,13 +185,14 @@ def predicted_ltv(
         rows = users["as_of"] == as_of
         scored = score_model(
             store, model_dir, as_of.to_pydatetime(), users=users.loc[rows, "user_id"].tolist()
-        ).set_index("user_id")["ltv_pred"]
-        predicted = users.loc[rows, "user_id"].map(scored)
-        users.loc[rows, "ltv_pred"] = predicted
-        users.loc[rows, "status"] = np.where(predicted.notna(), "scored", "not_in_population")
+        ).set_index("user_id")
+        for column in columns:
+            users.loc[rows, column] = users.loc[rows, "user_id"].map(scored[column])
+        found = users.loc[rows, columns[0]].notna()
+        users.loc[rows, "status"] = np.where(found, "scored", "not_in_population")
     if progress is not None:
         progress(1.0, f"scored {int((users['status'] == 'scored').sum())} users")
-    return users[list(USER_COLUMNS)].reset_index(drop=True)
+    return users
 
 
 def _moment_rows(users: pd.DataFrame) -> dict[str, pd.Series]:

@@ -41,11 +41,19 @@ from core.whatif.policy_value import (
     weight_summary,
 )
 from core.whatif.rules import Rule, check_rule, everyone_sql, rule_sql
-from core.whatif.survival_ipw import DEFAULT_SURVIVAL_DAYS, survival_at, weighted_kaplan_meier
+from core.whatif.segments import CHURN_RISK_DECILE, Progress, segment_values
+from core.whatif.survival_ipw import (
+    DEFAULT_SURVIVAL_DAYS,
+    DEFAULT_SURVIVAL_RESAMPLES,
+    bootstrap_counts,
+    survival_at,
+    survival_interval,
+    weighted_kaplan_meier,
+)
 from core.whatif.users import Outcome, UserData, experiment_variants, user_data
 
 ESTIMATE_COLUMNS = ("policy", "estimator", "value", "se", "ci_low", "ci_high", "rows")
-SURVIVAL_COLUMNS = ("policy", "day", "survival")
+SURVIVAL_COLUMNS = ("policy", "day", "survival", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class UserPolicySpec:
         seed: the fold split's seed.
         alpha: 1 - the intervals' coverage.
         survival_days: the days at which the weighted survival is read.
+        survival_resamples: bootstrap resamples of the survival's interval (0: no interval).
+        model_dir: a saved model folder (``DIR/<model>``): scores the ``churn_risk_decile`` a
+            rule may use (core/whatif/segments.py); None when the rule uses none.
     """
 
     experiment: str
@@ -71,10 +82,17 @@ class UserPolicySpec:
     seed: int = 0
     alpha: float = DEFAULT_ALPHA
     survival_days: tuple[float, ...] = DEFAULT_SURVIVAL_DAYS
+    model_dir: str | None = None
+    survival_resamples: int = DEFAULT_SURVIVAL_RESAMPLES
 
     def __post_init__(self) -> None:
         if (self.variant is None) == (self.rule is None):
             raise TenureError("give either a variant or a rule", "use --variant V or --rule FILE, not both")
+        if isinstance(self.survival_resamples, bool) or int(self.survival_resamples) < 0:
+            raise TenureError(
+                f"survival_resamples {self.survival_resamples} is not a whole number >= 0",
+                "use e.g. 300, or 0 for no survival interval",
+            )
         if not 0 < self.alpha < 1:
             raise TenureError(f"alpha {self.alpha} is not between 0 and 1", "use e.g. 0.05 for 95% intervals")
 
@@ -103,7 +121,8 @@ class UserPolicyValue(NamedTuple):
             ``TARGET - W``), and, for a variant target, the ``naive`` difference of logged means.
         target_share: per variant, the share of the target's users it gives that variant.
         survival: ``SURVIVAL_COLUMNS``: weighted survival of time to churn under the target and
-            each everyone-W policy.
+            each everyone-W policy, with its pointwise bootstrap interval (``ci_low``,
+            ``ci_high``; NaN when ``survival_resamples`` is 0).
     """
 
     target: str
@@ -125,9 +144,16 @@ class UserPolicyValue(NamedTuple):
         return next(e for e in self.estimates if e.estimator == estimator)
 
 
-def evaluate_user_policy(store: Store, spec: UserPolicySpec) -> UserPolicyValue:
-    """Estimate the target's value (steps in the module docstring)."""
+def evaluate_user_policy(
+    store: Store, spec: UserPolicySpec, progress: Progress | None = None
+) -> UserPolicyValue:
+    """Estimate the target's value (steps in the module docstring).
+
+    ``progress`` is called with (fraction, message) while a rule's churn-risk deciles are
+    scored (one model run per assignment day: the slow part when a rule uses them).
+    """
     variants = experiment_variants(store, spec.experiment)
+    segments = None
     if spec.variant is not None:
         if spec.variant not in variants:
             raise TenureError(
@@ -137,10 +163,25 @@ def evaluate_user_policy(store: Store, spec: UserPolicySpec) -> UserPolicyValue:
         target_sql = everyone_sql(spec.variant)
     else:
         assert spec.rule is not None
-        check_rule(store, spec.rule, spec.experiment, variants)
+        if spec.rule.segments:
+            _check_model(spec)
+            segments = segment_values(store, spec.experiment, spec.rule.segments, spec.model_dir, progress)
+        check_rule(store, spec.rule, spec.experiment, variants, segments)
         target_sql = rule_sql(spec.rule)
-    data = user_data(store, spec.experiment, spec.outcome, target_sql)
+    data = user_data(store, spec.experiment, spec.outcome, target_sql, segments=segments)
     return value_from_data(data, spec)
+
+
+def _check_model(spec: UserPolicySpec) -> None:
+    """Refuse a rule on churn-risk deciles without a model, before any work is done."""
+    assert spec.rule is not None
+    if CHURN_RISK_DECILE in spec.rule.segments and spec.model_dir is None:
+        line = next(c.line for c in spec.rule.conditions if c.attribute == CHURN_RISK_DECILE)
+        raise TenureError(
+            f"{spec.rule.name} line {line}: {CHURN_RISK_DECILE} needs a trained model to score users at "
+            "assignment",
+            "pass --model DIR (a model folder written by 'python -m core train', e.g. RUN/gbm)",
+        )
 
 
 def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
@@ -244,6 +285,8 @@ def _survival(
     """Weighted survival at ``spec.survival_days`` under the target and each everyone-W policy.
 
     Uses every supported user (complete outcome window or not: Kaplan-Meier handles censoring).
+    The interval's resamples are the same for every policy (one draw of users, seeded by
+    ``spec.seed``).
     """
     durations = frame["duration_days"].to_numpy(dtype=float)
     churned = frame["churned"].to_numpy(dtype=bool)
@@ -257,6 +300,7 @@ def _survival(
         ok = np.isfinite(p) & (p > 0)
         if spec.variant != variant:
             policies.append((f"everyone {variant}", np.full(len(frame), variant), p, ok))
+    counts = bootstrap_counts(len(frame), spec.survival_resamples, spec.seed)
     rows = []
     for name, policy, p, ok in policies:
         weight = np.where(ok & (received == policy), 1.0 / np.where(ok, p, 1.0), 0.0)
@@ -264,5 +308,11 @@ def _survival(
             continue
         curve = weighted_kaplan_meier(durations, churned, weight)
         values = survival_at(curve, days, float(durations[weight > 0].max()))
-        rows += [(name, day, float(value)) for day, value in zip(days, values, strict=True)]
+        low = high = np.full(len(days), np.nan)
+        if spec.survival_resamples:
+            low, high = survival_interval(durations, churned, weight, days, counts, spec.alpha)
+        rows += [
+            (name, day, float(value), float(lo), float(hi))
+            for day, value, lo, hi in zip(days, values, low, high, strict=True)
+        ]
     return pd.DataFrame(rows, columns=list(SURVIVAL_COLUMNS))

@@ -179,12 +179,17 @@ def user_data_sql(
     outcome: Outcome,
     target_sql: tuple[str, dict[str, Any]] | None = None,
     inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
+    segments: pd.DataFrame | None = None,
 ) -> tuple[str, dict[str, Any], list[str], list[str]]:
     """The per-user SELECT, its named parameters, the attribute columns and the feature names.
 
     Args:
-        target_sql: an SQL expression over the ``users`` row (alias ``u``) giving the variant a
-            policy assigns, with its parameters (core/whatif/rules.py builds it); None for none.
+        target_sql: an SQL expression over the ``users`` row (alias ``u``) and the segments row
+            (alias ``seg``) giving the variant a policy assigns, with its parameters
+            (core/whatif/rules.py builds it); None for none.
+        segments: ``user_id`` and text columns (core/whatif/segments.py) the target may read
+            as ``seg.<column>``; they join the query as bound lists, so the users a rule targets
+            still come from this one query. Not features of the outcome model.
     """
     design = outcome.design(experiment)
     outcome_sql, params = per_user_sql(store, design)
@@ -245,13 +250,22 @@ def user_data_sql(
         f"CAST(any_value({quote_identifier(c)}) AS VARCHAR) AS {quote_identifier(c)}" for c in attributes
     )
     users = f"(SELECT user_id{', ' + typed if typed else ''} FROM users GROUP BY user_id)"
+    segment_join = ""
+    if segments is not None:
+        columns = [c for c in segments.columns if c != "user_id"]
+        params["segment_user_id"] = segments["user_id"].astype(str).tolist()
+        unnested = ["unnest($segment_user_id) AS user_id"]
+        for index, column in enumerate(columns):
+            params[f"segment_{index}"] = [None if pd.isna(v) else str(v) for v in segments[column]]
+            unnested.append(f"unnest(CAST($segment_{index} AS VARCHAR[])) AS {quote_identifier(column)}")
+        segment_join = f" LEFT JOIN (SELECT {', '.join(unnested)}) seg ON seg.user_id = o.user_id"
     sql = (
         f"WITH a AS ({clean_assignments_sql().replace('experiment = ?', 'experiment = $experiment')}), "
         f"o AS ({outcome_sql}), "
         "b AS (SELECT max(event_time) AS data_end FROM events), "
         f"t AS ({activity}) "
         f"SELECT {', '.join(selected)} FROM o JOIN a USING (user_key) CROSS JOIN b "
-        f"LEFT JOIN t USING (user_key) LEFT JOIN {users} u ON u.user_id = o.user_id ORDER BY o.user_id"
+        f"LEFT JOIN t USING (user_key) LEFT JOIN {users} u ON u.user_id = o.user_id{segment_join} ORDER BY o.user_id"
     )
     return sql, params, attributes, names
 
@@ -262,10 +276,13 @@ def user_data(
     outcome: Outcome,
     target_sql: tuple[str, dict[str, Any]] | None = None,
     inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
+    segments: pd.DataFrame | None = None,
 ) -> UserData:
     """Run ``user_data_sql``: one row per clean assigned user of ``experiment``."""
     variants = experiment_variants(store, experiment)
-    sql, params, attributes, names = user_data_sql(store, experiment, outcome, target_sql, inactivity_days)
+    sql, params, attributes, names = user_data_sql(
+        store, experiment, outcome, target_sql, inactivity_days, segments
+    )
     frame = store.query_df(sql, params)
     frame["eligible"] = frame["eligible"].fillna(False).astype(bool)
     frame["churned"] = frame["churned"].astype(bool)
