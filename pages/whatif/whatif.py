@@ -106,7 +106,7 @@ def _click_controls(policies: list[str], params: dict[str, str]) -> tuple[WhatIf
     simple = [*SIMPLE_TARGETS, *(f"policy:{name}" for name in policies)]
     ui.seed_control("wi_log", policies[0], param="log", parse=url_params.choice(logs, "log"))
     ui.seed_control(
-        "wi_target", "uniform", param="target", parse=url_params.choice(tuple(TARGET_KINDS), "target")
+        "wi_target", "policy", param="target", parse=url_params.choice(tuple(TARGET_KINDS), "target")
     )
     ui.seed_control(
         "wi_target_policy",
