@@ -6,6 +6,8 @@ after the file's content hash, so an entry can never answer for other content.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -70,35 +72,22 @@ def click_rate(store: Store, spec: WhatIfSpec) -> WhatIfResult:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _user_policy(
-    _store: Store,
-    version: str,
-    experiment: str,
-    outcome: str,
-    variant: str | None,
-    rule_text: str | None,
-    survival_days: tuple[float, ...],
-) -> UserPolicyValue:
+def _user_policy(_store: Store, version: str, question: dict[str, Any]) -> UserPolicyValue:
+    rule_text = question["rule_text"]
     spec = UserPolicySpec(
-        experiment,
-        parse_outcome(outcome),
-        variant=variant,
+        question["experiment"],
+        parse_outcome(question["outcome"]),
+        variant=question["variant"],
         rule=parse_rule(rule_text) if rule_text is not None else None,
-        survival_days=survival_days,
+        survival_days=tuple(question["survival_days"]),
     )
     return evaluate_user_policy(_store, spec)
 
 
-def user_policy(
-    store: Store,
-    experiment: str,
-    outcome: str,
-    variant: str | None,
-    rule_text: str | None,
-    survival_days: tuple[float, ...],
-) -> UserPolicyValue:
-    """``evaluate_user_policy`` of everyone-``variant`` or of the rule written as CSV text."""
-    return _user_policy(store, store.version(), experiment, outcome, variant, rule_text, tuple(survival_days))
+def user_policy(store: Store, question: dict[str, Any]) -> UserPolicyValue:
+    """``evaluate_user_policy`` of one question: ``experiment``, ``outcome`` (text), ``variant``
+    (everyone gets it) or ``rule_text`` (a rule as CSV text), and ``survival_days``."""
+    return _user_policy(store, store.version(), question)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

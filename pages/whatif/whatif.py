@@ -487,7 +487,14 @@ def _long_term_section(
         try:
             with st.spinner(f"Estimating {outcome}..."):
                 result = cached_whatif.user_policy(
-                    store, choice["experiment"], outcome, choice["variant"], choice["rule_text"], days
+                    store,
+                    {
+                        "experiment": choice["experiment"],
+                        "outcome": outcome,
+                        "variant": choice["variant"],
+                        "rule_text": choice["rule_text"],
+                        "survival_days": days,
+                    },
                 )
             results[outcome] = result
             st.markdown(f"#### {'Retention' if outcome.startswith('retention') else 'Revenue'}")
