@@ -24,6 +24,7 @@ PAGE_GROUPS: dict[str, list[st.Page]] = {
     ],
     "Experiments": [
         st.Page("pages/experiments/experiments.py", title="Experiments", icon=":material/science:"),
+        st.Page("pages/whatif/whatif.py", title="What-if", icon=":material/alt_route:"),
     ],
     "Models": [
         st.Page("pages/models/models.py", title="Models", icon=":material/model_training:"),

@@ -48,6 +48,7 @@ PAGES = (
     ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
     ("/stickiness?span=4w", "Stickiness", "stickiness"),
     ("/experiments?correction=bh&cuped=1", "Experiments", "experiments"),
+    ("/whatif?horizon=30&estimators=ipw&resamples=20", "What-if", "whatif"),
     ("/models", "Models", "models"),
     ("/score", "Score", "score"),
     ("/data", "Data", "data"),
@@ -107,12 +108,27 @@ def add_tiny_experiment(path: Path) -> None:
         )
 
 
+def add_tiny_recommendations(path: Path) -> None:
+    """Two logged policies over the tiny users (3 requests each, 2 positions, 4 items, uniform
+    propensities), so the What-if page offers its click-rate view in the browser."""
+    with Store(path) as store, store.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO recommendations (rec_time, request_id, user_id, policy, item_id, position, propensity, reward) "
+            "SELECT min(e.event_time) + to_days(CAST(r.n AS INTEGER)), e.user_id || '-' || r.n, e.user_id, "
+            "CASE WHEN hash(e.user_id) % 2 = 0 THEN 'popular' ELSE 'random' END, "
+            "'i' || ((hash(e.user_id) + r.n + p.position) % 4), p.position, 0.25, "
+            "CAST((hash(e.user_id) + r.n * p.position) % 5 = 0 AS DOUBLE) "
+            "FROM events e, range(3) r(n), (VALUES (1), (2)) p(position) GROUP BY e.user_id, r.n, p.position"
+        )
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("browser")
     store = folder / "tiny.duckdb"
     build_tiny_store(store)
     add_tiny_experiment(store)
+    add_tiny_recommendations(store)
     port = free_port()
     log = folder / "streamlit.log"
     env = {**os.environ, "TENURE_DB": str(store)}

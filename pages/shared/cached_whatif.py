@@ -1,0 +1,102 @@
+"""Cached calls into core/whatif for the What-if page, keyed by the specs' plain-data form and
+``Store.version()``; the store is passed as ``_store`` so that Streamlit does not hash it.
+
+A rule is cached by its CSV text (``rule_text``), a target file by its path, which the page names
+after the file's content hash, so an entry can never answer for other content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.store import Store
+from core.whatif import catalog, scenario
+from core.whatif.evaluate import WhatIfResult, WhatIfSpec, evaluate
+from core.whatif.rules import parse_rule
+from core.whatif.user_policies import UserPolicySpec, UserPolicyValue, evaluate_user_policy
+from core.whatif.users import parse_outcome
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _options(_store: Store, version: str) -> tuple[list[str], list[str], pd.DataFrame | None]:
+    return (
+        catalog.logged_policies(_store),
+        catalog.experiments_with_propensities(_store),
+        catalog.policy_truth(_store),
+    )
+
+
+def options(store: Store) -> tuple[list[str], list[str], pd.DataFrame | None]:
+    """(logged policies, experiments with propensities, the simulator's truth per policy or None)."""
+    return _options(store, store.version())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _rule_attributes(_store: Store, version: str, experiment: str) -> list[str]:
+    return catalog.rule_attribute_names(_store, experiment)
+
+
+def rule_attributes(store: Store, experiment: str) -> list[str]:
+    return _rule_attributes(store, store.version(), experiment)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _click_rate(
+    _store: Store,
+    version: str,
+    target: str,
+    log_policy: str | None,
+    estimators: tuple[str, ...],
+    seed: int,
+    resamples: int,
+) -> WhatIfResult:
+    spec = WhatIfSpec(
+        target=target, log_policy=log_policy, estimators=estimators, seed=seed, resamples=resamples
+    )
+    return evaluate(_store, spec)
+
+
+def click_rate(store: Store, spec: WhatIfSpec) -> WhatIfResult:
+    """``evaluate`` of a per-recommendation what-if (slow: tens of seconds on a large log)."""
+    return _click_rate(
+        store,
+        store.version(),
+        spec.target,
+        spec.log_policy,
+        tuple(spec.estimators),
+        spec.seed,
+        spec.resamples,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _user_policy(_store: Store, version: str, question: dict[str, Any]) -> UserPolicyValue:
+    rule_text = question["rule_text"]
+    spec = UserPolicySpec(
+        question["experiment"],
+        parse_outcome(question["outcome"]),
+        variant=question["variant"],
+        rule=parse_rule(rule_text) if rule_text is not None else None,
+        survival_days=tuple(question["survival_days"]),
+    )
+    return evaluate_user_policy(_store, spec)
+
+
+def user_policy(store: Store, question: dict[str, Any]) -> UserPolicyValue:
+    """``evaluate_user_policy`` of one question: ``experiment``, ``outcome`` (text), ``variant``
+    (everyone gets it) or ``rule_text`` (a rule as CSV text), and ``survival_days``."""
+    return _user_policy(store, store.version(), question)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _baseline(
+    _store: Store, version: str, horizon_days: int, active_days: int, model_dir: str | None
+) -> scenario.Baseline:
+    return scenario.baseline(_store, scenario.BaselineSpec(horizon_days, active_days, model_dir))
+
+
+def baseline(store: Store, spec: scenario.BaselineSpec) -> scenario.Baseline:
+    """The current base with each user's baseline (scoring with a model takes a while)."""
+    return _baseline(store, store.version(), spec.horizon_days, spec.active_days, spec.model_dir)
