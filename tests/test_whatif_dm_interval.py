@@ -59,7 +59,7 @@ def test_dm_interval_covers_the_truth_when_the_model_is_fitted_on_few_rows():
     values, sampling_only, with_model = [], [], []
     for seed in range(10):
         with load_store(simulate_log(500 + seed, 2000)) as store:
-            for refits, intervals in ((0, sampling_only), (4, with_model)):
+            for refits, intervals in ((0, sampling_only), (3, with_model)):
                 spec = WhatIfSpec(
                     target="uniform",
                     estimators=("dm",),
@@ -72,7 +72,7 @@ def test_dm_interval_covers_the_truth_when_the_model_is_fitted_on_few_rows():
                 row = result.estimates.iloc[0]
                 intervals.append((row.ci_low, row.ci_high))
             values.append(row.value)
-            assert result.details["dm_interval"] == "sampling and model (4 refits per fold)"
+            assert result.details["dm_interval"] == "sampling and model (3 refits per fold)"
             assert result.details["dm_model_sd"] > 0
     spread = np.std(values, ddof=1)
     for intervals, low_ratio, high_ratio, covered in (

@@ -6,11 +6,12 @@ model happened to be fitted on (the bootstrap cannot see it; with few rewards it
 second part is measured by refitting:
 
 1. Each cross-fitted model (fold f, fitted on n_f rows of the other fold) is refitted ``refits``
-   times (4) on random subsamples of its training rows, each request kept with probability s
+   times (3) on random subsamples of its training rows, each request kept with probability s
    (0.5: half samples), with the same settings and the same bins.
 2. Each refit gives fold f's DM contribution T_f = (1/n) sum over fold f's evaluated rows of
    sum_a pi_e(a | x, p) q(x, a, p), scored on ``weighted_cells`` (at most 20,000 cells drawn in
-   proportion to their weight in T_f, all of them when fewer).
+   proportion to their weight in T_f, all of them when fewer; the same cells for every refit,
+   so their noise adds to the variance on average and never takes from it).
 3. A subsample of m of n rows varies around the full fit about (n - m) / m times as much as the
    full fit varies between samples of n rows (subsampling: Politis, Romano & Wolf 1999,
    "Subsampling", ch. 2, for statistics converging at the square-root rate; exact for a mean),

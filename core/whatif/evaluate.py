@@ -47,7 +47,7 @@ class WhatIfSpec:
         epsilon: the greedy target's exploration (0.1).
         max_model_rows: rows sampled to fit a reward model (200,000).
         dm_refits: refits of each cross-fitted reward model on subsamples, which give DM's
-            interval the model's own variance (4; 0: DM's interval is the request bootstrap's
+            interval the model's own variance (3; 0: DM's interval is the request bootstrap's
             alone, with the model held fixed: sampling only).
         dm_refit_share: the share of a model's training requests each refit keeps (0.5: half
             samples, whose spread around the full fit is the full fit's own variance).
@@ -62,7 +62,7 @@ class WhatIfSpec:
     fit_fraction: float = 0.3
     epsilon: float = 0.1
     max_model_rows: int = 200_000
-    dm_refits: int = 4
+    dm_refits: int = 3
     dm_refit_share: float = 0.5
 
 
