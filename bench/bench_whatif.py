@@ -1,7 +1,7 @@
 """What-if (off-policy) estimates: accuracy on the Open Bandit Dataset and speed on the sample.
 
 Usage: python bench/bench_whatif.py [--obd /work/shared/datasets/obd] [--db sample_data/tenure.duckdb]
-       [--seed 0] [--skip-obd] [--skip-sample]
+       [--seed 0] [--skip-obd] [--skip-sample] [--skip-speed] [--targets uniform,popularity,...]
 
 1. OBD: loads the random and the bts logs (10,000 rows each) into one in-memory store (policies
    ``random`` and ``bts``), then estimates bts's click rate from the random log (target
@@ -10,6 +10,10 @@ Usage: python bench/bench_whatif.py [--obd /work/shared/datasets/obd] [--db samp
 2. Sample: times ``python -m core whatif --target policy:popularity --log-policy personalised``
    on the simulated store's personalised log (about 518k rows), and compares with the popularity
    log's click rate and ``truth.policy_values``.
+3. Speed: for each target (uniform, popularity, greedy, policy:popularity by default), the whole
+   log with all five estimators, in process: the seconds of each step of ``evaluate`` (open_log,
+   target, reward_models, dm_refits, per_request, support, bootstrap), the total wall and CPU time.
+   LightGBM is imported before the first target, so the totals leave out its import (about 2 s).
 """
 
 from __future__ import annotations
@@ -71,6 +75,22 @@ def bench_sample(db: Path, seed: int) -> None:
     print(_table(result, truth))
 
 
+def bench_speed(db: Path, seed: int, targets: list[str]) -> None:
+    import lightgbm  # noqa: F401  (imported once, as in a running app)
+
+    print("speed: whole log, all five estimators (seconds)")
+    with Store(db, read_only=True) as store:
+        for target in targets:
+            timings: dict[str, float] = {}
+            started, cpu = time.perf_counter(), time.process_time()
+            result = evaluate(store, WhatIfSpec(target=target, seed=seed), timings)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in timings.items())
+            print(f"  {target}: total {wall:.2f} wall, {cpu:.2f} CPU ({steps})")
+            for row in result.estimates.itertuples():
+                print(f"    {row.estimator:5s} {row.value:.5f} [{row.ci_low:.5f}, {row.ci_high:.5f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--obd", type=Path, default=Path("/work/shared/datasets/obd"))
@@ -78,11 +98,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-obd", action="store_true")
     parser.add_argument("--skip-sample", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--targets", default="uniform,popularity,greedy,policy:popularity")
     args = parser.parse_args()
     if not args.skip_obd:
         bench_obd(args.obd, args.seed)
     if not args.skip_sample:
         bench_sample(args.db, args.seed)
+    if not args.skip_speed:
+        bench_speed(args.db, args.seed, args.targets.split(","))
 
 
 if __name__ == "__main__":
