@@ -26,6 +26,7 @@ CONTRACT_KEYS = ("experiment", "srm_p_value", "users", "results")
 def _run_ab(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    from core.experiments.assignments import experiment_users
     from core.experiments.metrics import Design, default_metrics, parse_metrics
     from core.experiments.moments import moment_sums
     from core.store import Store, resolve_db_path
@@ -35,14 +36,15 @@ def _run_ab(args: argparse.Namespace) -> int:
         design = Design(
             args.experiment, tuple(metrics), days=args.days, winsorize=args.winsorize, pre_period=args.cuped
         )
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # The query holds no GIL while DuckDB works: the statistics stack (tea-tasting,
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # The queries hold no GIL while DuckDB works: the statistics stack (tea-tasting,
             # ibis, scipy: seconds) imports meanwhile instead of before.
             daily = pool.submit(moment_sums, store, design)
+            users = pool.submit(experiment_users, store, design.experiment)
             from core.experiments.analysis import CONTRACT_COLUMNS, Options, review
 
             options = Options(control=args.control, cuped=args.cuped, correction=args.correction)
-            result = review(store, design, options, daily=daily.result())
+            result = review(store, design, options, daily=daily.result(), users=users.result())
         if args.ltv_model is not None:
             from core.experiments.ltv import with_ltv_rows
 

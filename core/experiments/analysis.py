@@ -93,9 +93,11 @@ def variant_moments(store: Store, design: Design, extra_group: list[str] | None 
     return moment_sums(store, design, ["variant", *(extra_group or [])])
 
 
-def experiment_arms(store: Store, experiment: str, options: Options) -> tuple[ExperimentUsers, str]:
+def experiment_arms(
+    store: Store, experiment: str, options: Options, users: ExperimentUsers | None = None
+) -> tuple[ExperimentUsers, str]:
     """The experiment's users and its control; refused when there is nothing to compare."""
-    users = experiment_users(store, experiment)
+    users = users if users is not None else experiment_users(store, experiment)
     variants = list(users.users)
     if len(variants) < 2:
         raise TenureError(
@@ -106,17 +108,22 @@ def experiment_arms(store: Store, experiment: str, options: Options) -> tuple[Ex
 
 
 def review(
-    store: Store, design: Design, options: Options | None = None, daily: pd.DataFrame | None = None
+    store: Store,
+    design: Design,
+    options: Options | None = None,
+    daily: pd.DataFrame | None = None,
+    users: ExperimentUsers | None = None,
 ) -> Review:
     """Analyse every metric of ``design`` for every variant against the control.
 
-    ``daily``: ``moments.moment_sums(store, design)`` when the caller has already run it (the
-    command line runs it while the statistics stack imports). CUPED needs the pre-period.
+    ``daily`` and ``users``: ``moments.moment_sums(store, design)`` and
+    ``experiment_users(store, design.experiment)`` when the caller has already run them (the
+    command line runs both while the statistics stack imports). CUPED needs the pre-period.
     """
     options = options or Options()
     if options.cuped and not design.pre_period:
         raise TenureError("CUPED needs the pre-period", "measure it: Design(..., pre_period=True)")
-    users, control = experiment_arms(store, design.experiment, options)
+    users, control = experiment_arms(store, design.experiment, options, users)
     if daily is None:
         daily = moment_sums(store, design, DAILY_GROUPS)
     by_variant = {

@@ -36,15 +36,23 @@ def metric_columns(index: int, spec: MetricSpec) -> list[str]:
 
 
 def moments_select(design: Design) -> str:
-    """The aggregate expressions: ``n{i}``, ``s__{col}`` and ``ss__{a}__{b}`` for every metric."""
+    """The aggregate expressions: ``n{i}``, ``s__{col}`` and ``ss__{a}__{b}`` for every metric.
+
+    Cheap where it can be: only retention has users to leave out (``FILTER``), and without the
+    pre-period its columns are zero, so their sums are the constant 0 rather than aggregates.
+    """
     parts: list[str] = ["count(*) FILTER (WHERE partial_window) AS partial_users"]
     for index, spec in enumerate(design.metrics):
-        ok = eligible_column(index)
-        parts.append(f"count(*) FILTER (WHERE {ok}) AS n{index}")
+        only = f" FILTER (WHERE {eligible_column(index)})" if spec.kind == "retention" else ""
+        parts.append(f"count(*){only} AS n{index}")
         columns = metric_columns(index, spec)
-        parts += [f"sum({c}) FILTER (WHERE {ok}) AS s__{c}" for c in columns]
+
+        def zero(*names: str) -> bool:
+            return not design.pre_period and any(name.startswith("pre_") for name in names)
+
+        parts += [f"0.0 AS s__{c}" if zero(c) else f"sum({c}){only} AS s__{c}" for c in columns]
         parts += [
-            f"sum({a} * {b}) FILTER (WHERE {ok}) AS ss__{a}__{b}"
+            f"0.0 AS ss__{a}__{b}" if zero(a, b) else f"sum({a} * {b}){only} AS ss__{a}__{b}"
             for a, b in combinations_with_replacement(columns, 2)
         ]
     return ", ".join(parts)
