@@ -168,19 +168,21 @@ def rule_estimate(at: AppTest, target: str) -> float:
 
 
 def direct_estimate(path: Path, rule_text: str, model_dir: str | None = None) -> float:
-    """``evaluate_user_policy`` of the rule (before the page opens the file: one configuration)."""
+    """``evaluate_user_policy`` of the rule, computed before the page runs. The store is opened
+    read-write, as the app (which keeps it open in this process) does: DuckDB refuses a second
+    configuration of one file."""
     rule = parse_rule("attribute,value,variant\n" + rule_text.replace(";", "\n"))
     spec = UserPolicySpec(
         "risk", parse_outcome("retention:30"), rule=rule, model_dir=model_dir, survival_resamples=0
     )
-    with Store(path, read_only=True) as store:
+    with Store(path) as store:
         return evaluate_user_policy(store, spec).estimate("aipw").value
 
 
 def test_lifecycle_stage_rule_runs_as_evaluate_user_policy(
     segment_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Store(segment_store, read_only=True) as store:
+    with Store(segment_store) as store:
         stages = stages_at_assignment(store, "risk")[LIFECYCLE_STAGE].value_counts()
     stage = stages.index[0]
     assert 0 < stages.iloc[0] < stages.sum()
@@ -205,7 +207,7 @@ def test_lifecycle_stage_rule_runs_as_evaluate_user_policy(
 def test_churn_risk_model_offers_deciles_to_the_rule(
     segment_store: Path, risk_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Store(segment_store, read_only=True) as store:
+    with Store(segment_store) as store:
         (model,) = registry.saved_model_paths(store)
         deciles = rule_attributes(store, "risk", model)[CHURN_RISK_DECILE]
     assert Path(model) == risk_model.resolve() and len(deciles) > 1

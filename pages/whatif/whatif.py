@@ -92,6 +92,15 @@ def _rule_text(rows: pd.DataFrame) -> str:
     return "\n".join([",".join(HEADER), *[line for line in lines if line.strip(",")]])
 
 
+def _choice(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
+    """A selectbox kept in the URL as ``param`` whose options depend on the store (saved models):
+    a remembered or linked value no longer offered falls back to the first option."""
+    ui.seed_control(key, options[0], param=param, parse=url_params.choice(options, param))
+    if st.session_state[key] not in options:
+        st.session_state[key] = options[0]
+    return st.selectbox(label, options, key=key, **kwargs)
+
+
 def _upload_path(upload, suffix: str) -> Path:
     """The upload saved under a name made of its content's hash: a stable cache key for that content."""
     data = upload.getvalue()
@@ -292,16 +301,11 @@ def _click_section(
 
 def _risk_model(store: Store, params: dict[str, str]) -> str | None:
     """The model folder that scores ``churn_risk_decile`` for a rule, or None."""
-    models = [NO_MODEL, *registry.saved_model_paths(store)]
-    ui.seed_control(
-        "wi_risk_model", NO_MODEL, param="risk_model", parse=url_params.choice(models, "risk_model")
-    )
-    if st.session_state["wi_risk_model"] not in models:
-        st.session_state["wi_risk_model"] = NO_MODEL
-    chosen = st.selectbox(
+    chosen = _choice(
         "Churn-risk model",
-        models,
-        key="wi_risk_model",
+        [NO_MODEL, *registry.saved_model_paths(store)],
+        "wi_risk_model",
+        "risk_model",
         help="A registered model that scores each user as of the start of their assignment day, so that a rule "
         f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Slow: one model run per assignment day.",
     )
@@ -634,14 +638,11 @@ def _scenario_section(store: Store, results: dict[str, UserPolicyValue], params:
     horizon = second.number_input("Horizon H (days)", 1, 365, step=1, key="wi_horizon")
     reach = third.slider("Share of the base reached (%)", 0, 100, step=5, key="wi_reach")
     models = ltv_models(store) if int(horizon) == LTV_HORIZON_DAYS else []
-    baselines = [OBSERVED, *models]
-    ui.seed_control("wi_baseline", OBSERVED, param="baseline", parse=url_params.choice(baselines, "baseline"))
-    if st.session_state["wi_baseline"] not in baselines:
-        st.session_state["wi_baseline"] = OBSERVED
-    chosen = st.selectbox(
+    chosen = _choice(
         "Per-user baseline",
-        baselines,
-        key="wi_baseline",
+        [OBSERVED, *models],
+        "wi_baseline",
+        "baseline",
         format_func=lambda name: (
             "Observed one horizon earlier" if name == OBSERVED else f"Model scores: {name}"
         ),
