@@ -8,6 +8,7 @@ ground truth is always drawn and labelled as such, never mixed with an estimate.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -129,15 +130,14 @@ def estimates_figure(
 def survival_figure(
     survival: pd.DataFrame, title: str = "Time to churn under each policy (weighted)"
 ) -> go.Figure:
-    """Inverse-propensity-weighted survival per policy (``UserPolicyValue.survival``); a band where
-    the frame has ``ci_low``/``ci_high`` columns."""
+    """Inverse-propensity-weighted survival per policy (``UserPolicyValue.survival``), each with a
+    band from its ``ci_low``/``ci_high`` (none for a policy whose interval was not computed)."""
     figure = go.Figure()
-    has_band = {"ci_low", "ci_high"} <= set(survival.columns)
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
     for index, (policy, curve) in enumerate(survival.groupby("policy", sort=False)):
         color = palette[index % len(palette)]
         curve = curve.sort_values("day")
-        if has_band and curve["ci_low"].notna().any():
+        if curve["ci_low"].notna().any():
             figure.add_trace(
                 go.Scatter(
                     x=np.concatenate([curve["day"], curve["day"][::-1]]),
@@ -146,6 +146,7 @@ def survival_figure(
                     fillcolor=color,
                     opacity=0.15,
                     line={"width": 0},
+                    name=f"{policy} (95% interval)",
                     hoverinfo="skip",
                     showlegend=False,
                 )
@@ -166,6 +167,29 @@ def survival_figure(
         legend={"title": {"text": "Policy"}},
     )
     return figure
+
+
+def survival_table(survival: pd.DataFrame, days: Iterable[float]) -> pd.DataFrame:
+    """The weighted survival with its interval at a few ``days`` (those the frame was read at),
+    one row per policy and day: the chart's numbers, to read off."""
+    wanted = sorted({float(day) for day in days})
+    rows = survival[survival["day"].astype(float).isin(wanted)]
+    return rows[["policy", "day", "survival", "ci_low", "ci_high"]].reset_index(drop=True)
+
+
+def attribute_values_table(attributes: dict[str, list[str]], shown: int = 12) -> pd.DataFrame:
+    """One row per attribute a rule may name: how many values its users have and the first
+    ``shown`` of them, as text (a rule's value must be one of them, written exactly)."""
+    rows = [
+        (
+            name,
+            len(values),
+            ", ".join(values[:shown])
+            + (f", ... ({len(values) - shown} more)" if len(values) > shown else ""),
+        )
+        for name, values in attributes.items()
+    ]
+    return pd.DataFrame(rows, columns=["attribute", "value_count", "values"])
 
 
 def scenario_figure(projection: pd.DataFrame) -> go.Figure:

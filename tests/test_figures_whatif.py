@@ -63,16 +63,40 @@ def test_user_policy_table_has_target_policies_logged_and_truth() -> None:
     assert len(figure.data[0].x) == 3
 
 
-def test_survival_figure_draws_bands_only_with_interval_columns() -> None:
+def test_survival_figure_draws_each_policys_band() -> None:
     curve = pd.DataFrame(
-        {"policy": ["a"] * 3 + ["b"] * 3, "day": [0, 30, 90] * 2, "survival": [1, 0.6, 0.3, 1, 0.5, 0.2]}
+        {
+            "policy": ["a"] * 3 + ["b"] * 3,
+            "day": [0.0, 30.0, 90.0] * 2,
+            "survival": [1, 0.6, 0.3, 1, 0.5, 0.2],
+            "ci_low": [1, 0.5, 0.2, np.nan, np.nan, np.nan],
+            "ci_high": [1, 0.7, 0.4, np.nan, np.nan, np.nan],
+        }
     )
-    plain = figures_whatif.survival_figure(curve)
-    assert [trace.name for trace in plain.data] == ["a", "b"]
-    banded = figures_whatif.survival_figure(
-        curve.assign(ci_low=curve["survival"] - 0.05, ci_high=curve["survival"] + 0.05)
+    figure = figures_whatif.survival_figure(curve)
+    band, line_a, line_b = figure.data
+    assert band.fill == "toself" and not band.showlegend
+    assert list(band.x) == [0, 30, 90, 90, 30, 0]
+    assert list(band.y) == [1, 0.7, 0.4, 0.2, 0.5, 1]
+    assert [line_a.name, line_b.name] == ["a", "b"]
+    assert list(line_a.y) == [1, 0.6, 0.3] and line_a.line.color == band.fillcolor
+    both = figures_whatif.survival_figure(curve.assign(ci_low=curve["survival"] - 0.05, ci_high=1.0))
+    assert [trace.fill for trace in both.data] == ["toself", None, "toself", None]
+    table = figures_whatif.survival_table(curve, [90, 30])
+    assert table[["policy", "day"]].values.tolist() == [["a", 30.0], ["a", 90.0], ["b", 30.0], ["b", 90.0]]
+    assert table.loc[0, "ci_low"] == 0.5 and table.loc[0, "ci_high"] == 0.7
+
+
+def test_attribute_values_table_counts_and_cuts_values() -> None:
+    values = [str(day) for day in range(1, 16)]
+    table = figures_whatif.attribute_values_table(
+        {"platform": ["android", "ios"], "day": values, "empty": []}, 12
     )
-    assert len(banded.data) == 4 and banded.data[0].fill == "toself"
+    assert table["attribute"].tolist() == ["platform", "day", "empty"]
+    assert table["value_count"].tolist() == [2, 15, 0]
+    assert table.loc[0, "values"] == "android, ios"
+    assert table.loc[1, "values"] == ", ".join(values[:12]) + ", ... (3 more)"
+    assert table.loc[2, "values"] == ""
 
 
 def test_scenario_figure_marks_assumptions() -> None:

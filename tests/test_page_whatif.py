@@ -1,6 +1,7 @@
 """The What-if page, run headless with AppTest over the small simulated store (800 users: a
 recommendations log of two policies, the targeted ``rec_policy`` experiment with propensities and
-the simulator's ground truth). Expected numbers come from direct DuckDB queries on the store file."""
+the simulator's ground truth). Expected numbers come from direct DuckDB queries on the store file,
+and, for rules on segments, from ``evaluate_user_policy`` called directly with the same rule."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import test_whatif_segments
 from app_helpers import APP, TIMEOUT, count, metric_value, open_page, table_with
+from model_helpers import copy_store
 from streamlit.testing.v1 import AppTest
+
+from core.models import registry
+from core.store import Store
+from core.whatif.rules import parse_rule
+from core.whatif.segments import CHURN_RISK_DECILE, LIFECYCLE_STAGE, rule_attributes, stages_at_assignment
+from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy
+from core.whatif.users import parse_outcome
 
 PAGE = "pages/whatif/whatif.py"
 TRUTH = "simulator ground truth"
+# The rule-segment tests' store (experiment ``risk``) and tiny GBM run, as fixtures of this module.
+risk_store = test_whatif_segments.risk_store
+risk_model = test_whatif_segments.risk_model
 # A fast click-rate run: one estimator, few resamples.
 FAST = {"estimators": "ipw", "resamples": "20"}
 
@@ -122,3 +135,88 @@ def test_store_without_log_or_experiments_says_what_to_load(app: AppTest) -> Non
     assert any("no recommendations log" in text for text in texts)
     assert any("propensity" in text for text in texts)
     assert not any("simulated" in text for text in texts)
+
+
+# --- Rules on segments: experiment ``risk`` (150 users assigned on three days, propensities 0.3/0.6)
+
+
+@pytest.fixture(scope="module")
+def segment_store(risk_store: Path, risk_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``risk`` store with the tiny GBM run registered, so the page offers it."""
+    path = copy_store(risk_store, tmp_path_factory.mktemp("segment_page") / "segments.duckdb")
+    with Store(path) as store:
+        registry.register(store, risk_model.parent)
+    return path
+
+
+def open_segment_rule(
+    segment_store: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, str]
+) -> AppTest:
+    monkeypatch.setenv("TENURE_DB", str(segment_store))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    return open_with_url(at, {"experiment": "risk", "policy": "rule", "retention_day": "30", **params})
+
+
+def rule_estimate(at: AppTest, target: str) -> float:
+    """The rule's aipw estimate of day-30 retention, as the page shows it."""
+    for frame in at.dataframe:
+        table = frame.value
+        if {"policy", "estimator", TRUTH} <= set(table.columns):
+            rows = table[(table["policy"] == target) & (table["estimator"] == "aipw")]
+            return float(rows["value"].iloc[0])
+    raise AssertionError("no long-term table")
+
+
+def direct_estimate(path: Path, rule_text: str, model_dir: str | None = None) -> float:
+    """``evaluate_user_policy`` of the rule, computed before the page runs. The store is opened
+    read-write, as the app (which keeps it open in this process) does: DuckDB refuses a second
+    configuration of one file."""
+    rule = parse_rule("attribute,value,variant\n" + rule_text.replace(";", "\n"))
+    spec = UserPolicySpec(
+        "risk", parse_outcome("retention:30"), rule=rule, model_dir=model_dir, survival_resamples=0
+    )
+    with Store(path) as store:
+        return evaluate_user_policy(store, spec).estimate("aipw").value
+
+
+def test_lifecycle_stage_rule_runs_as_evaluate_user_policy(
+    segment_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(segment_store) as store:
+        stages = stages_at_assignment(store, "risk")[LIFECYCLE_STAGE].value_counts()
+    stage = stages.index[0]
+    assert 0 < stages.iloc[0] < stages.sum()
+    text = f"{LIFECYCLE_STAGE},{stage},b;*,*,a"
+    expected = direct_estimate(segment_store, text)
+    at = open_segment_rule(segment_store, monkeypatch, {"rule": text})
+    assert at.selectbox(key="wi_risk_model").value == "none"
+    offered = table_with(at, "attribute", "value_count", "values").set_index("attribute")
+    assert offered.loc[LIFECYCLE_STAGE, "value_count"] == len(stages)
+    assert stage in offered.loc[LIFECYCLE_STAGE, "values"].split(", ")
+    assert {"country", "platform"} <= set(offered.index) and CHURN_RISK_DECILE not in offered.index
+    assert not at.error, [e.value for e in at.error]
+    assert rule_estimate(at, "rule") == pytest.approx(expected, rel=1e-12)
+    survival = table_with(at, "policy", "day", "survival", "ci_low", "ci_high")
+    assert sorted(survival["day"].unique()) == [7.0, 30.0, 90.0]
+    assert (survival["ci_low"] <= survival["survival"]).all() and (
+        survival["survival"] <= survival["ci_high"]
+    ).all()
+    assert at.query_params.get("rule") == text
+
+
+def test_churn_risk_model_offers_deciles_to_the_rule(
+    segment_store: Path, risk_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(segment_store) as store:
+        (model,) = registry.saved_model_paths(store)
+        deciles = rule_attributes(store, "risk", model)[CHURN_RISK_DECILE]
+    assert Path(model) == risk_model.resolve() and len(deciles) > 1
+    text = f"{CHURN_RISK_DECILE},{deciles[-1]},b;*,*,a"
+    expected = direct_estimate(segment_store, text, model)
+    at = open_segment_rule(segment_store, monkeypatch, {"risk_model": model, "rule": text})
+    assert at.selectbox(key="wi_risk_model").options == ["none", model]
+    offered = table_with(at, "attribute", "value_count", "values").set_index("attribute")
+    assert offered.loc[CHURN_RISK_DECILE, "values"] == ", ".join(deciles[:12])
+    assert not at.error, [e.value for e in at.error]
+    assert rule_estimate(at, "rule") == pytest.approx(expected, rel=1e-12)
+    assert at.query_params.get("risk_model") == model

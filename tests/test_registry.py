@@ -139,6 +139,17 @@ def test_remove_deletes_rows_and_refuses_unknown_ids(store_path: Path, run_dir: 
     assert (run_dir / "btyd" / "model.json").is_file()
 
 
+def test_saved_model_paths_leave_out_deleted_folders(store_path: Path, run_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(run_dir, tmp_path / "run-b")
+    with Store(store_path) as store:
+        assert registry.saved_model_paths(store) == []
+        registry.register(store, copy)
+        shutil.rmtree(copy / "btyd")
+        paths = registry.saved_model_paths(store)
+    assert paths == [str(path) for path in _rows(store_path)["path"] if path.endswith("gbm")]
+    assert paths and Path(paths[0]) == (copy / "gbm").resolve()
+
+
 def test_a_store_from_before_the_registry_lists_no_models_and_gains_the_table(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     Store(path).close()

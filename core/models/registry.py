@@ -198,6 +198,16 @@ def list_models(store: Store) -> pd.DataFrame:
     return frame
 
 
+def saved_model_paths(store: Store) -> list[str]:
+    """Folders of the registered models that still hold a saved model, newest run first: the
+    models a page can offer for scoring (a folder deleted since registration is left out)."""
+    try:
+        models = list_models(store)
+    except TenureError:
+        return []
+    return [str(path) for path in models["path"] if (Path(path) / MODEL_FILE).is_file()]
+
+
 def remove(store: Store, model_ids: Sequence[str]) -> None:
     """Delete registry rows (the model folders stay on disk); an unknown id is refused."""
     ids = list(dict.fromkeys(model_ids))

@@ -1,5 +1,6 @@
-"""What a store offers the what-if views: logged policies, experiments with propensities, the
-attributes a rule may use and, on a simulated store, each policy's ground truth.
+"""What a store offers the what-if views: logged policies, experiments with propensities and, on a
+simulated store, each policy's ground truth (the attributes a rule may use are
+``core.whatif.segments.rule_attributes``).
 
 Kept apart from the estimators so that the page can list its choices with a few cheap queries
 before anything slow runs.
@@ -11,8 +12,6 @@ import pandas as pd
 
 from core.experiments.assignments import clean_assignments_sql, experiment_names
 from core.store import Store
-from core.whatif import rules
-from core.whatif.users import attribute_columns
 
 TRUTH_TABLE = "policy_values"
 TRUTH_COLUMNS = ("policy", "click_rate", "retention_30d", "revenue_90d_per_user")
@@ -37,21 +36,6 @@ def experiments_with_propensities(store: Store) -> list[str]:
         )
         if users and not missing:
             names.append(name)
-    return names
-
-
-def rule_attribute_names(store: Store, experiment: str) -> list[str]:
-    """The attributes a rule row may name: the ``users`` columns, plus any derived attribute the
-    rules module offers for this experiment (``rules.rule_attributes`` where it exists)."""
-    names = list(attribute_columns(store))
-    derived = getattr(rules, "rule_attributes", None)
-    if derived is not None:
-        offered = derived(store, experiment)
-        if isinstance(offered, pd.DataFrame):
-            offered = [column for column in offered.columns if column != "user_id"]
-        elif isinstance(offered, dict):
-            offered = list(offered)
-        names += [str(name) for name in offered if str(name) not in names]
     return names
 
 

@@ -68,11 +68,7 @@ def _shown(path: Path) -> str:
 
 def _registered_folders() -> list[Path]:
     """Folders of the models registered in the current store that still exist, newest first."""
-    try:
-        models = registry.list_models(ui.get_store())
-    except TenureError:
-        return []
-    return [Path(path) for path in models["path"] if (Path(path) / "model.json").is_file()]
+    return [Path(path) for path in registry.saved_model_paths(ui.get_store())]
 
 
 def _model_input() -> Path | None:

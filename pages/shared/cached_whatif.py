@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store import Store
-from core.whatif import catalog, scenario
+from core.whatif import catalog, scenario, segments
 from core.whatif.evaluate import WhatIfResult, WhatIfSpec, evaluate
 from core.whatif.rules import parse_rule
 from core.whatif.user_policies import UserPolicySpec, UserPolicyValue, evaluate_user_policy
@@ -34,12 +34,16 @@ def options(store: Store) -> tuple[list[str], list[str], pd.DataFrame | None]:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _rule_attributes(_store: Store, version: str, experiment: str) -> list[str]:
-    return catalog.rule_attribute_names(_store, experiment)
+def _rule_attributes(
+    _store: Store, version: str, experiment: str, model_dir: str | None
+) -> dict[str, list[str]]:
+    return segments.rule_attributes(_store, experiment, model_dir)
 
 
-def rule_attributes(store: Store, experiment: str) -> list[str]:
-    return _rule_attributes(store, store.version(), experiment)
+def rule_attributes(store: Store, experiment: str, model_dir: str | None = None) -> dict[str, list[str]]:
+    """``segments.rule_attributes``: each attribute a rule may name with its users' values (with
+    ``model_dir``, ``churn_risk_decile`` too: slow, one model run per assignment day)."""
+    return _rule_attributes(store, store.version(), experiment, model_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -80,13 +84,15 @@ def _user_policy(_store: Store, version: str, question: dict[str, Any]) -> UserP
         variant=question["variant"],
         rule=parse_rule(rule_text) if rule_text is not None else None,
         survival_days=tuple(question["survival_days"]),
+        model_dir=question["model_dir"],
     )
     return evaluate_user_policy(_store, spec)
 
 
 def user_policy(store: Store, question: dict[str, Any]) -> UserPolicyValue:
     """``evaluate_user_policy`` of one question: ``experiment``, ``outcome`` (text), ``variant``
-    (everyone gets it) or ``rule_text`` (a rule as CSV text), and ``survival_days``."""
+    (everyone gets it) or ``rule_text`` (a rule as CSV text), ``survival_days`` and ``model_dir``
+    (the model scoring a rule's ``churn_risk_decile``, or None)."""
     return _user_policy(store, store.version(), question)
 
 

@@ -21,12 +21,15 @@ from core import figures_whatif
 from core.errors import TenureError
 from core.experiments.ltv import LTV_HORIZON_DAYS, ltv_models
 from core.experiments.metrics import MAX_RETENTION_DAY
+from core.models import registry
 from core.store import Store
 from core.whatif import diagnostics, scenario
 from core.whatif.estimators import ESTIMATORS
 from core.whatif.evaluate import WhatIfResult, WhatIfSpec
 from core.whatif.policy_value import ESTIMATORS as USER_ESTIMATORS
 from core.whatif.rules import HEADER, parse_rule
+from core.whatif.segments import CHURN_RISK_DECILE
+from core.whatif.survival_ipw import DEFAULT_SURVIVAL_RESAMPLES
 from core.whatif.user_policies import UserPolicyValue
 from pages.shared import cached_experiments, cached_whatif, ui, url_params
 
@@ -47,6 +50,7 @@ DEFAULT_REVENUE_DAYS = 90
 POLICY_MODES = {"variant": "Everyone gets a variant", "rule": "A targeting rule"}
 EFFECT_SOURCES = {"estimated": "Estimated (from the long-term tab)", "assumption": "Typed in (assumption)"}
 OBSERVED = "observed"
+NO_MODEL = "none"
 DONE_KEY = "wi_click_done"
 SURVIVAL_STEP_DAYS = 1
 
@@ -86,6 +90,15 @@ def _rule_text(rows: pd.DataFrame) -> str:
         ",".join(str(cell).strip() for cell in row) for row in kept[list(HEADER)].itertuples(index=False)
     ]
     return "\n".join([",".join(HEADER), *[line for line in lines if line.strip(",")]])
+
+
+def _choice(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
+    """A selectbox kept in the URL as ``param`` whose options depend on the store (saved models):
+    a remembered or linked value no longer offered falls back to the first option."""
+    ui.seed_control(key, options[0], param=param, parse=url_params.choice(options, param))
+    if st.session_state[key] not in options:
+        st.session_state[key] = options[0]
+    return st.selectbox(label, options, key=key, **kwargs)
 
 
 def _upload_path(upload, suffix: str) -> Path:
@@ -286,10 +299,25 @@ def _click_section(
 # --- (b) Long-term outcomes -----------------------------------------------------------------------
 
 
+def _risk_model(store: Store, params: dict[str, str]) -> str | None:
+    """The model folder that scores ``churn_risk_decile`` for a rule, or None."""
+    chosen = _choice(
+        "Churn-risk model",
+        [NO_MODEL, *registry.saved_model_paths(store)],
+        "wi_risk_model",
+        "risk_model",
+        help="A registered model that scores each user as of the start of their assignment day, so that a rule "
+        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Slow: one model run per assignment day.",
+    )
+    params["risk_model"] = chosen
+    return None if chosen == NO_MODEL else chosen
+
+
 def _target_controls(
     store: Store, experiment: str, variants: list[str], params: dict[str, str]
-) -> tuple[str | None, str | None]:
-    """(variant, rule CSV text): exactly one is set."""
+) -> tuple[str | None, str | None, str | None]:
+    """(variant, rule CSV text, churn-risk model folder): one of variant and rule is set; the
+    model only with a rule."""
     ui.seed_control(
         "wi_mode", "variant", param="policy", parse=url_params.choice(tuple(POLICY_MODES), "policy")
     )
@@ -303,7 +331,8 @@ def _target_controls(
     if mode == "variant":
         variant = st.selectbox("Variant every user gets", variants, key="wi_variant")
         params["variant"] = variant
-        return variant, None
+        return variant, None, None
+    model_dir = _risk_model(store, params)
     if "wi_rule_rows" not in st.session_state:
         default = pd.DataFrame([("*", "*", variants[0])], columns=list(HEADER))
         text = ui.url_at_start().get("rule")
@@ -312,12 +341,29 @@ def _target_controls(
         except TenureError as error:
             st.warning(f"URL parameter 'rule' was ignored: {error.message}")
             st.session_state["wi_rule_rows"] = default
-    attributes = cached_whatif.rule_attributes(store, experiment)
+    try:
+        with st.spinner(
+            "Scoring each user's churn risk at their assignment day (one model run per day)..."
+            if model_dir
+            else "Reading the attributes a rule may use..."
+        ):
+            attributes = cached_whatif.rule_attributes(store, experiment, model_dir)
+    except TenureError as error:
+        ui.show_error(error)
+        attributes = {}
     st.caption(
         "Rows are read top to bottom; the first whose attribute has that value (as text, exactly) gives the "
-        "user its variant. The last row must be the default `*,*,VARIANT`."
+        "user its variant. The last row must be the default `*,*,VARIANT`. The table beside lists the values "
+        "each attribute takes among the experiment's users; `lifecycle_stage` and `churn_risk_decile` (with a "
+        "churn-risk model) are as of each user's own assignment."
     )
-    edited = st.data_editor(
+    editor, values = st.columns([3, 2])
+    values.dataframe(
+        figures_whatif.attribute_values_table(attributes),
+        hide_index=True,
+        key="wi_rule_values",
+    )
+    edited = editor.data_editor(
         st.session_state["wi_rule_rows"],
         num_rows="dynamic",
         hide_index=True,
@@ -334,7 +380,7 @@ def _target_controls(
     text = upload.getvalue().decode("utf-8-sig") if upload is not None else _rule_text(edited)
     if upload is None:
         params["rule"] = ";".join(text.splitlines()[1:])
-    return None, text
+    return None, text, model_dir
 
 
 def _long_term_controls(store: Store, experiments: list[str], params: dict[str, str]) -> dict:
@@ -366,7 +412,7 @@ def _long_term_controls(store: Store, experiments: list[str], params: dict[str, 
     )
     if st.session_state["wi_versus"] not in ["logged", *variants]:
         st.session_state["wi_versus"] = "logged"
-    variant, rule_text = _target_controls(store, experiment, variants, params)
+    variant, rule_text, model_dir = _target_controls(store, experiment, variants, params)
     first, second, third, fourth = st.columns(4)
     retention_day = first.number_input(
         "Retention day D", 1, MAX_RETENTION_DAY, step=1, key="wi_retention_day"
@@ -397,6 +443,7 @@ def _long_term_controls(store: Store, experiments: list[str], params: dict[str, 
         "experiment": experiment,
         "variant": variant,
         "rule_text": rule_text,
+        "model_dir": model_dir,
         "outcomes": (f"retention:{int(retention_day)}", f"revenue:{int(revenue_days)}"),
         "estimator": estimator,
         "versus": versus,
@@ -485,7 +532,12 @@ def _long_term_section(
     }
     for outcome in choice["outcomes"]:
         try:
-            with st.spinner(f"Estimating {outcome}..."):
+            scoring = (
+                " (scoring churn risk at each assignment day)"
+                if choice["model_dir"] and CHURN_RISK_DECILE in choice["rule_text"]
+                else ""
+            )
+            with st.spinner(f"Estimating {outcome}{scoring}..."):
                 result = cached_whatif.user_policy(
                     store,
                     {
@@ -494,6 +546,7 @@ def _long_term_section(
                         "variant": choice["variant"],
                         "rule_text": choice["rule_text"],
                         "survival_days": days,
+                        "model_dir": choice["model_dir"],
                     },
                 )
             results[outcome] = result
@@ -506,14 +559,12 @@ def _long_term_section(
     survival = next(iter(results.values())).survival
     st.markdown("#### Time to churn")
     st.plotly_chart(figures_whatif.survival_figure(survival), key="wi_survival")
+    read_at = (7, int(params["retention_day"]), scenario.DEFAULT_HORIZON_DAYS)
+    st.dataframe(figures_whatif.survival_table(survival, read_at), hide_index=True, key="wi_survival_table")
     st.caption(
         "Inverse-propensity-weighted Kaplan-Meier curve of time to churn (30 days without an event) from "
-        "assignment, under the target and each everyone-W policy."
-        + (
-            ""
-            if "ci_low" in survival
-            else " No band: the weighted Greenwood formula ignores the weights' own variability."
-        )
+        "assignment, under the target and each everyone-W policy. Bands and ci_low/ci_high: pointwise 95% "
+        f"bootstrap interval over users ({DEFAULT_SURVIVAL_RESAMPLES} resamples, the same draws for every policy)."
     )
     combined = pd.concat(tables, ignore_index=True)
     ui.download_csv(combined, "whatif_long_term.csv", key="wi_long_term_download")
@@ -587,14 +638,11 @@ def _scenario_section(store: Store, results: dict[str, UserPolicyValue], params:
     horizon = second.number_input("Horizon H (days)", 1, 365, step=1, key="wi_horizon")
     reach = third.slider("Share of the base reached (%)", 0, 100, step=5, key="wi_reach")
     models = ltv_models(store) if int(horizon) == LTV_HORIZON_DAYS else []
-    baselines = [OBSERVED, *models]
-    ui.seed_control("wi_baseline", OBSERVED, param="baseline", parse=url_params.choice(baselines, "baseline"))
-    if st.session_state["wi_baseline"] not in baselines:
-        st.session_state["wi_baseline"] = OBSERVED
-    chosen = st.selectbox(
+    chosen = _choice(
         "Per-user baseline",
-        baselines,
-        key="wi_baseline",
+        [OBSERVED, *models],
+        "wi_baseline",
+        "baseline",
         format_func=lambda name: (
             "Observed one horizon earlier" if name == OBSERVED else f"Model scores: {name}"
         ),
