@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--map",
         action="append",
         metavar="SRC=DST",
-        help="use file column SRC as canonical column DST (repeatable)",
+        help="use file column SRC as canonical column DST (repeatable); an empty DST (SRC=) keeps SRC as an "
+        "extra column even where its name would map it automatically",
     )
     ingest.add_argument(
         "--set", action="append", metavar="COL=VALUE", help="fill missing column COL with VALUE (repeatable)"

@@ -157,7 +157,8 @@ def ingest_file(
         store: the store to load into (opened for writing).
         path: the file.
         table: a canonical table: events, users, items, assignments or recommendations.
-        column_map: file column -> canonical column, overriding the automatic mapping.
+        column_map: file column -> canonical column, overriding the automatic mapping; an empty
+            canonical column keeps the file column as an extra column (no automatic mapping).
         constants: canonical column -> value, for a column the file lacks (``event_name=purchase``).
         skip_bad_rows: load the good rows and write the bad ones to ``rejects_path`` instead of
             refusing the file.
@@ -364,13 +365,14 @@ def plan_columns(
 ) -> ColumnPlan:
     """Decide which file column feeds each canonical column.
 
-    Precedence: ``column_map`` entries, then a file column named like the canonical column
-    (case-insensitive), then an alias. Two file columns that both alias one canonical column are
+    Precedence: ``column_map`` entries (an empty target keeps that file column as an extra), then
+    a file column named like the canonical column (case-insensitive), then an alias. Two file columns that both alias one canonical column are
     ambiguous: the user picks one with ``--map``. Columns left over are extras.
     """
     listed = ", ".join(columns)
     canonical_list = ", ".join(spec.column_names)
     mapping: dict[str, str] = {}
+    kept: set[str] = set()  # file columns the user keeps as extras (``--map SRC=``)
     for source_name, target_name in column_map.items():
         file_column = _find_file_column(source_name.strip(), columns)
         if file_column is None:
@@ -379,6 +381,9 @@ def plan_columns(
                 f"its columns are: {listed}",
                 "use one of the file's column names on the left of --map",
             )
+        if not target_name.strip():
+            kept.add(file_column)
+            continue
         canonical = _canonical_name(target_name, spec)
         if canonical is None:
             raise TenureError(
@@ -407,7 +412,7 @@ def plan_columns(
             )
         fixed[canonical] = value
     aliases = table_aliases(spec)
-    taken = set(mapping.values())
+    taken = set(mapping.values()) | kept
     candidates: dict[str, dict[int, list[str]]] = {}
     for column in columns:
         if column in taken:

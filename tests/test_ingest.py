@@ -17,6 +17,7 @@ import pytest
 
 import core.ingest
 import core.store
+from core.cli import main as cli_main
 from core.errors import TenureError
 from core.ingest import BadRowsError, IngestResult, ingest_file
 from core.store import PROJECT_ROOT, Store
@@ -759,3 +760,21 @@ def test_rows_of_unequal_width_past_the_sniffers_sample(store, tmp_path):
         pd.Timestamp("2024-01-02").to_pydatetime(),
         30001,
     )
+
+
+def test_an_empty_map_target_keeps_a_column_that_would_map_by_itself(store, tmp_path):
+    """``--map amount=`` keeps ``amount`` as an extra column (here: revenue is not money)."""
+    path = write(tmp_path, "points.csv", "user_id,timestamp,event,amount\nu1,2024-01-01,earn,30\n")
+    result = ingest_file(store, path, table="events", column_map={"amount": ""})
+    assert result.column_mapping["amount"] == "properties"
+    row = store.query_one("SELECT revenue, properties FROM events")
+    assert row[0] == 0.0
+    assert json.loads(row[1]) == {"amount": 30}
+
+
+def test_cli_map_with_an_empty_target(tmp_path):
+    path = write(tmp_path, "points.csv", "user_id,timestamp,event,amount\nu1,2024-01-01,earn,30\n")
+    db = tmp_path / "cli.duckdb"
+    assert cli_main(["ingest", str(path), "--table", "events", "--db", str(db), "--map", "amount="]) == 0
+    with Store(db, read_only=True) as reopened:
+        assert reopened.query_one("SELECT revenue FROM events")[0] == 0.0

@@ -375,7 +375,7 @@ KEEP_COLUMN = "(extra column)"
 
 def column_map_editor(columns: list[str], table: str, suggested: dict[str, str], key: str) -> dict[str, str]:
     """File column -> canonical column of ``table``, prefilled by the ingest's automatic aliases
-    (``suggested``) and editable; returns the mapping to pass to the ingest (extra columns left out)."""
+    (``suggested``) and editable; returns the mapping to pass to the ingest (extra columns map to "")."""
     spec = CANONICAL_TABLES[table]
     frame = pd.DataFrame(
         {"file column": columns, "canonical column": [suggested.get(name, KEEP_COLUMN) for name in columns]}
@@ -391,10 +391,11 @@ def column_map_editor(columns: list[str], table: str, suggested: dict[str, str],
         },
         key=key,
     )
+    # An extra column is passed as "SRC=" (keep it as it is), so that choosing "(extra column)"
+    # for a column the ingest would map by its name (``timestamp``, ``amount``) is obeyed.
     return {
-        source: target
+        source: "" if target == KEEP_COLUMN else target
         for source, target in zip(edited["file column"], edited["canonical column"], strict=True)
-        if target != KEEP_COLUMN
     }
 
 
