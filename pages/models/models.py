@@ -12,10 +12,10 @@ import streamlit as st
 from core import figures_models
 from core.errors import TenureError
 from core.models import jobs, registry, results, timeline
+from core.models.choices import AVAILABLE_MODELS, SPLITS
 from core.models.gbm import GBMConfig
 from core.models.sequence_config import SequenceConfig
 from core.models.spec import DEFAULT_HORIZON_DAYS, ModelSpec
-from core.models.training import AVAILABLE_MODELS, SPLITS
 from core.population import Filters
 from core.store import Store
 from pages.shared import cached_models, ui
