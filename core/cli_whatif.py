@@ -20,12 +20,15 @@ CSV_COLUMNS = ("target", "rows", "logged_value", "ess", "max_weight", "unsupport
 
 def _run_whatif(args: argparse.Namespace) -> int:
     from core.store import Store, resolve_db_path
-    from core.whatif.evaluate import WhatIfSpec, evaluate, parse_estimators
+    from core.whatif.evaluate import MODEL_ESTIMATORS, WhatIfSpec, evaluate, parse_estimators
 
+    estimators = parse_estimators(args.estimators)
+    if MODEL_ESTIMATORS & set(estimators) or "greedy" in args.target:
+        _import_lightgbm_in_background()
     spec = WhatIfSpec(
         target=args.target,
         log_policy=args.log_policy,
-        estimators=parse_estimators(args.estimators),
+        estimators=estimators,
         seed=args.seed,
         resamples=args.resamples,
         fit_fraction=args.fit_fraction,
@@ -46,6 +49,17 @@ def _run_whatif(args: argparse.Namespace) -> int:
             frame.insert(position, column, contract[column])
         print_frame(frame, "csv")
     return 0
+
+
+def _import_lightgbm_in_background() -> None:
+    """Start importing LightGBM (and the scikit-learn it loads, about half a second to seconds
+    on a cold start) while DuckDB reads the log, which releases the GIL. numpy, pandas and scipy
+    are already imported here, so the two threads do not wait on each other's half-imported
+    modules; the reward model's own ``import lightgbm`` waits for this one to finish."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("lightgbm",), daemon=True).start()
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -460,3 +460,36 @@ def test_the_same_seed_gives_the_same_intervals(synthetic_store):
     spec = WhatIfSpec(target="uniform", estimators=("ipw", "snipw"), seed=5)
     first = evaluate(synthetic_store, spec).estimates
     assert first.equals(evaluate(synthetic_store, spec).estimates)
+
+
+class _CellModel:
+    """A stand-in reward model with q(x, a, p) = (x + 1) / (a + 2) + p / 10, for checking which
+    cells are scored and how the direct term is summed."""
+
+    @staticmethod
+    def predict_cells(log, context: np.ndarray, item: np.ndarray, position: np.ndarray) -> np.ndarray:
+        return (np.asarray(context) + 1.0) / (np.asarray(item) + 2.0) + np.asarray(position) / 10.0
+
+    def predict(self, log, contexts: np.ndarray) -> np.ndarray:
+        context, item, position = np.meshgrid(contexts, np.arange(6), np.arange(2), indexing="ij")
+        return self.predict_cells(log, context, item, position)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fold_predictions_score_the_needed_cells_like_the_whole_grid(sparse):
+    from core.whatif.evaluate import _fold_predictions
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.random((4, 6, 2))
+    if sparse:
+        probabilities[probabilities < 0.8] = 0.0
+        probabilities[:, 0, :] += 0.1
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    context, item, position = rng.integers(0, 4, 5), rng.integers(0, 6, 5), rng.integers(0, 2, 5)
+    q, direct = _fold_predictions(None, _CellModel(), probabilities, context, item, position)
+    expected_direct = [
+        sum(probabilities[x, a, p] * _CellModel.predict_cells(None, x, a, p) for a in range(6))
+        for x, p in zip(context, position, strict=True)
+    ]
+    np.testing.assert_allclose(q, _CellModel.predict_cells(None, context, item, position))
+    np.testing.assert_allclose(direct, expected_direct)

@@ -167,7 +167,8 @@ def evaluate(store: Store, spec: WhatIfSpec, timings: dict[str, float] | None = 
             cells["q"] = 0.0
             cells["direct"] = 0.0
             counts = cursor.execute(
-                f"SELECT fold, context, position, count(*) AS rows FROM {LOG_TABLE} WHERE {scope} GROUP BY ALL"
+                f"SELECT fold, context, position, count(*) AS rows FROM {LOG_TABLE} WHERE {scope} "
+                "GROUP BY ALL ORDER BY ALL"
             ).df()
         if MODEL_ESTIMATORS & set(spec.estimators):
             model_variances = _cross_fit(cursor, log, cells, probabilities, counts, scope, spec, timings)
@@ -282,13 +283,16 @@ def _cross_fit(
                 train["position"].to_numpy(),
                 train["reward"].to_numpy(),
             )
-            contexts, index = np.unique(cells.loc[in_fold, "context"].to_numpy(), return_inverse=True)
-            reward = model.predict(log, contexts)
-            direct = expected_reward(probabilities, reward, contexts)
-            items = cells.loc[in_fold, "item"].to_numpy()
-            positions = cells.loc[in_fold, "position"].to_numpy()
-            cells.loc[in_fold, "q"] = reward[index, items, positions]
-            cells.loc[in_fold, "direct"] = direct[index, positions]
+            q, direct = _fold_predictions(
+                log,
+                model,
+                probabilities,
+                cells.loc[in_fold, "context"].to_numpy(),
+                cells.loc[in_fold, "item"].to_numpy(),
+                cells.loc[in_fold, "position"].to_numpy(),
+            )
+            cells.loc[in_fold, "q"] = q
+            cells.loc[in_fold, "direct"] = direct
         if "dm" in spec.estimators and spec.dm_refits > 1:
             with _timed(timings, "dm_refits"):
                 variances.append(
@@ -297,6 +301,43 @@ def _cross_fit(
                     )
                 )
     return variances
+
+
+def _fold_predictions(
+    log,
+    model: RewardModel,
+    probabilities: np.ndarray,
+    context: np.ndarray,
+    item: np.ndarray,
+    position: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """q of each logged cell (context, item, position) and its direct term sum_a pi_e q.
+
+    Scores only what is needed: the logged cells and, per context and position, the items the
+    target gives a positive probability. A target that ranks (popularity) needs a few items
+    per position; one that spreads over every item (uniform, greedy's exploration) needs the
+    whole (contexts x items x positions) grid, which is then scored as one block.
+    """
+    contexts, index = np.unique(context, return_inverse=True)
+    pi = (
+        probabilities[contexts]
+        if probabilities.shape[0] > 1
+        else np.broadcast_to(probabilities, (len(contexts), *probabilities.shape[1:]))
+    )
+    row, candidate, slot = np.nonzero(pi > 0)
+    if len(row) + len(context) >= pi.size:
+        reward = model.predict(log, contexts)
+        direct = expected_reward(probabilities, reward, contexts)
+        return reward[index, item, position], direct[index, position]
+    q = model.predict_cells(log, context, item, position)
+    candidate_q = model.predict_cells(log, contexts[row], candidate, slot)
+    n_positions = pi.shape[2]
+    direct = np.bincount(
+        row * n_positions + slot,
+        weights=pi[row, candidate, slot] * candidate_q,
+        minlength=pi.shape[0] * n_positions,
+    ).reshape(-1, n_positions)
+    return q, direct[index, position]
 
 
 def _refit_variance(

@@ -19,6 +19,46 @@ from core.whatif.log import Log
 PREDICT_CHUNK = 250_000
 
 
+@dataclass(frozen=True)
+class LogFeatures:
+    """The log's context and item features as float arrays (one row per context / item code),
+    so that a design matrix is two row lookups; categories are their integer codes."""
+
+    contexts: np.ndarray
+    items: np.ndarray
+    names: list[str]
+    categorical: list[str]
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+
+def _as_float_columns(frame: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
+    columns, categorical = [], []
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            columns.append(column.cat.codes.to_numpy(dtype=np.float64))
+            categorical.append(name)
+        else:
+            columns.append(column.to_numpy(dtype=np.float64))
+    matrix = np.column_stack(columns) if columns else np.empty((len(frame), 0))
+    return matrix, list(frame.columns), categorical
+
+
+def log_features(log: Log) -> LogFeatures:
+    """The float features of ``log`` (a few hundred rows: cheap enough to build per call)."""
+    contexts, context_names, context_categorical = _as_float_columns(log.contexts)
+    items, item_names, item_categorical = _as_float_columns(log.item_features)
+    return LogFeatures(
+        contexts,
+        items,
+        [*context_names, *item_names, "item_code", "position_code"],
+        ["item_code", *context_categorical, *item_categorical],
+    )
+
+
 @dataclass
 class RewardModel:
     """``fit`` learns E[reward | context, item, position]; ``predict`` fills the cell array.
@@ -44,26 +84,20 @@ class RewardModel:
 
     def _design(
         self, log: Log, context: np.ndarray, item: np.ndarray, position: np.ndarray
-    ) -> tuple[pd.DataFrame, list[str]]:
-        """Numeric design matrix and the names of its categorical columns (integer codes, -1 for
-        missing, which LightGBM reads as missing): the codes come from the log's vocabulary, so a
-        category means the same in fitting and in prediction."""
-        parts = [log.contexts.iloc[context].reset_index(drop=True)]
-        if not log.item_features.empty:
-            parts.append(log.item_features.iloc[item].reset_index(drop=True))
-        columns: dict[str, np.ndarray] = {}
-        categorical = ["item_code"]
-        for part in parts:
-            for name in part.columns:
-                column = part[name]
-                if isinstance(column.dtype, pd.CategoricalDtype):
-                    columns[name] = column.cat.codes.to_numpy(dtype=np.int32)
-                    categorical.append(name)
-                else:
-                    columns[name] = column.to_numpy(dtype=np.float64)
-        columns["item_code"] = np.asarray(item, dtype=np.int32)
-        columns["position_code"] = np.asarray(position, dtype=np.float64)
-        return pd.DataFrame(columns), categorical
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """Numeric design matrix, its column names and the names of its categorical columns
+        (integer codes, -1 for missing, which LightGBM reads as missing): the codes come from the
+        log's vocabulary, so a category means the same in fitting and in prediction.
+
+        A plain float array rather than a DataFrame: LightGBM converts a frame to this array on
+        every call, which costs as much as scoring the cells."""
+        features = log_features(log)
+        design = np.empty((len(context), features.width))
+        design[:, : features.contexts.shape[1]] = features.contexts[context]
+        design[:, features.contexts.shape[1] : -2] = features.items[item]
+        design[:, -2] = item
+        design[:, -1] = position
+        return design, features.names, features.categorical
 
     def _params(self) -> dict:
         return {
@@ -97,9 +131,14 @@ class RewardModel:
             self.booster_ = None
             return self
         params = self._params()
-        design, categorical = self._design(log, context, item, position)
+        design, names, categorical = self._design(log, context, item, position)
         self.data_ = lightgbm.Dataset(
-            design, label=reward, categorical_feature=categorical, params=params, free_raw_data=True
+            design,
+            label=reward,
+            feature_name=names,
+            categorical_feature=categorical,
+            params=params,
+            free_raw_data=True,
         ).construct()
         self.booster_ = lightgbm.train(params, self.data_, num_boost_round=self.n_estimators)
         return self
@@ -143,7 +182,7 @@ class RewardModel:
         out = np.empty(len(context))
         for start in range(0, len(context), PREDICT_CHUNK):
             stop = start + PREDICT_CHUNK
-            design, _ = self._design(log, context[start:stop], item[start:stop], position[start:stop])
+            design, _, _ = self._design(log, context[start:stop], item[start:stop], position[start:stop])
             out[start:stop] = self.booster_.predict(design, num_threads=1)
         return out
 
