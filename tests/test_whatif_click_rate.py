@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from experiment_helpers import write_store
+from test_whatif_users import DATA_END_DAY, ORIGIN
 
 from core.cli import main
 from core.errors import TenureError
@@ -152,16 +153,13 @@ def test_ratio_intervals_cover_the_known_click_rate() -> None:
 
 # --- per-user clicks and slots from the store against pandas -----------------------------------
 
-ORIGIN = dt.datetime(2026, 1, 1)
-DATA_END_DAY = 40
-
 
 @pytest.fixture(scope="module")
 def click_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200 users over 40 days, each with a few recommendation rows around their assignment."""
     rng = np.random.default_rng(31)
-    n = 200
-    ids = [f"u{i:04d}" for i in range(n)]
+    ids = [f"u{i:04d}" for i in range(200)]
+    n = len(ids)
     country = rng.choice(["US", "BR"], n)
     p_treat = np.where(country == "US", 0.7, 0.4)
     treated = rng.random(n) < p_treat
