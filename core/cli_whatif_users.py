@@ -134,8 +134,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--outcome",
         required=True,
-        metavar="retention:D|revenue:D|events:D",
-        help="retention:D (any event on day D after assignment), revenue:D or events:D (sum over days 0..D-1)",
+        metavar="retention:D|revenue:D|events:D|click_rate:D",
+        help="retention:D (any event on day D after assignment), revenue:D or events:D (sum over days 0..D-1), "
+        "click_rate:D (recommendation clicks per shown slot over days 0..D-1, a ratio of weighted means; "
+        "click_rate:all: from assignment to the data's end)",
     )
     parser.add_argument(
         "--estimator",

@@ -97,6 +97,33 @@ def test_click_rate_runs_on_the_button(whatif_app: AppTest, small_store_path: Pa
     assert at.query_params.get("target_policy") == "popularity"
 
 
+def test_click_rate_of_a_variant_policy_shows_the_user_level_estimate(
+    whatif_app: AppTest, small_store_path: Path
+) -> None:
+    spec = UserPolicySpec("rec_policy", parse_outcome("click_rate:all"), variant="personalised")
+    with Store(small_store_path) as store:  # read-write, as the app opens it in this process
+        expected = evaluate_user_policy(store, spec)
+    at = open_with_url(
+        whatif_app, {**FAST, "log": "popularity", "target": "policy", "target_policy": "personalised"}
+    )
+    at.button(key="wi_click_run").click().run()
+    assert not at.exception, at.exception
+    aipw = expected.estimate("aipw")
+    assert metric_value(at, "User-level click rate") == f"{aipw.value:.2%}"
+    assert metric_value(at, "User-level 95% interval") == f"{aipw.ci_low:.2%} to {aipw.ci_high:.2%}"
+    user_level = "everyone personalised (user-level)"
+    tables = [frame.value for frame in at.dataframe if "policy" in frame.value.columns]
+    (table,) = [frame for frame in tables if (frame["policy"] == user_level).all()]
+    shown = table.set_index("estimator")
+    for estimate in expected.estimates:
+        assert shown.loc[estimate.estimator, "value"] == pytest.approx(estimate.value)
+        assert shown.loc[estimate.estimator, "ci_low"] == pytest.approx(estimate.ci_low)
+    assert table[TRUTH].unique().tolist() == [
+        pytest.approx(truth(small_store_path, "personalised", "click_rate"))
+    ]
+    assert any("context-dependent" in caption.value for caption in at.caption)
+
+
 def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, small_store_path: Path) -> None:
     at = open_with_url(
         whatif_app,

@@ -39,6 +39,20 @@ def experiments_with_propensities(store: Store) -> list[str]:
     return names
 
 
+def policy_experiment(store: Store, policy: str, experiments: list[str]) -> str | None:
+    """The first of ``experiments`` (those with propensities) that has ``policy`` as a variant and
+    whose users have recommendations logged: its assignments answer "everyone gets ``policy``" per
+    user (``click_rate:D`` in core/whatif/users.py); None when there is none."""
+    if not experiments:
+        return None
+    row = store.query_one(
+        "SELECT min(a.experiment) FROM assignments a WHERE a.variant = ? AND list_contains(?, a.experiment) "
+        "AND EXISTS (SELECT 1 FROM recommendations r WHERE r.user_id = a.user_id)",
+        [policy, list(experiments)],
+    )
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def policy_truth(store: Store) -> pd.DataFrame | None:
     """The simulator's ground truth per policy (``truth.policy_values``: click rate, day-30
     retention and 90-day revenue per user had every user got the policy); None on a store

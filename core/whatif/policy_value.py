@@ -18,6 +18,14 @@ sd(phi) / sqrt(n), and the interval is value +- z_{1-alpha/2} se. The difference
 is the mean of the differences of their terms over the same users, with the same interval: the
 two estimates share users, so their errors are correlated and this accounts for it.
 
+A ratio outcome (clicks per shown slot: user i has clicks Y_i and slots S_i) is valued as a ratio
+of means, R = E[Y] / E[S] under the policy, so a user shown more slots weighs more, as in the
+pooled click rate. Each estimator above is applied to Y and to S (same weights; for aipw a
+cross-fitted model of each), giving per-user terms a_i and b_i, and R = mean(a) / mean(b). Its
+linearisation (delta method) phi_i = R + (a_i - R b_i) / mean(b) has mean R and gives the
+interval as above. For a ratio, ipw and hajek coincide (the normalisation cancels):
+R = sum(w_i Y_i) / sum(w_i S_i).
+
 The propensities of the variants a user did not get: with two variants, 1 - the propensity of
 the one they got; with more, the propensity of variant V where it is the same for every user who
 got V (a fixed split), else unknown and refused.
@@ -28,7 +36,8 @@ References:
     Statistical Inference, Holt, Rinehart and Winston. J. M. Robins, A. Rotnitzky, L. P. Zhao
     (1994), "Estimation of regression coefficients when some regressors are not always
     observed", JASA 89(427), 846-866. M. Dudik, J. Langford, L. Li (2011), "Doubly robust policy
-    evaluation and learning", ICML.
+    evaluation and learning", ICML. A. Deng, U. Knoblich, J. Lu (2018), "Applying the delta
+    method in metric analytics: a practical guide with novel ideas", KDD (ratio metrics).
 """
 
 from __future__ import annotations
@@ -158,6 +167,51 @@ def terms(
             raise ValueError("aipw needs the outcome model's predictions")
         return prediction + weight * (outcome - prediction)
     raise TenureError(f"unknown estimator '{estimator}'", f"use one of: {', '.join(ESTIMATORS)}")
+
+
+def ratio_terms(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """The linearised terms of mean(numerator) / mean(denominator) (delta method).
+
+    Args:
+        numerator: per-user terms a_i of the numerator's estimate (``terms`` of the clicks).
+        denominator: per-user terms b_i of the denominator's estimate (``terms`` of the slots).
+
+    Returns:
+        phi_i = R + (a_i - R b_i) / mean(b), whose mean is R = mean(a) / mean(b); NaN when
+        mean(b) is not positive (no slot under the policy).
+
+    Example:
+        >>> ratio_terms(np.array([1.0, 3.0]), np.array([2.0, 2.0])).tolist()
+        [0.5, 1.5]
+    """
+    scale = float(denominator.mean()) if len(denominator) else 0.0
+    if not scale > 0:
+        return np.full(len(numerator), np.nan)
+    value = float(numerator.mean()) / scale
+    return value + (numerator - value * denominator) / scale
+
+
+def naive_ratio_difference(
+    outcome: np.ndarray,
+    denominator: np.ndarray,
+    received: np.ndarray,
+    variant: str,
+    other: str,
+    alpha: float = DEFAULT_ALPHA,
+) -> Estimate:
+    """sum(Y) / sum(S) among users who got ``variant`` minus the same among those who got ``other``.
+
+    The logged pooled ratios (what an A/B table of a ratio metric shows; confounded when
+    assignment was targeted), with the delta-method interval over the users of both groups.
+    """
+    both = (received == variant) | (received == other)
+    first = (received[both] == variant).astype(float)
+    second = 1.0 - first
+    if first.sum() < 2 or second.sum() < 2:
+        return Estimate("naive", float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    clicks, slots = outcome[both], denominator[both]
+    phi = ratio_terms(first * clicks, first * slots) - ratio_terms(second * clicks, second * slots)
+    return from_terms("naive", phi, alpha)
 
 
 def from_terms(estimator: str, phi: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Estimate:

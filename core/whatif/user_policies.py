@@ -11,7 +11,9 @@ docs/METRICS.md, "What-if: per-user outcomes under a policy or rule"):
    target gives a variant they had probability 0 of getting, or whose propensity is missing, are
    *unsupported*: no logged user stands for them, so they are left out too and their share is
    reported (``unsupported_share``): the estimate is about the supported users only;
-3. cross-fitted outcome models per variant (core/whatif/outcome_model.py) feed AIPW;
+3. cross-fitted outcome models per variant (core/whatif/outcome_model.py) feed AIPW; a ratio
+   outcome (``click_rate:D``, clicks per shown slot) has a model of its numerator and one of its
+   denominator, and every estimate is the delta-method ratio of the two (``ratio_terms``);
 4. the target's value by AIPW, IPW and Hajek; every "everyone gets W" policy's value; the
    target's difference from each, and, for a variant target, the naive difference of logged
    means (what an A/B table shows, confounded when assignment was targeted);
@@ -36,7 +38,9 @@ from core.whatif.policy_value import (
     Estimate,
     from_terms,
     naive_difference,
+    naive_ratio_difference,
     propensity_matrix,
+    ratio_terms,
     terms,
     weight_summary,
 )
@@ -108,7 +112,8 @@ class UserPolicyValue(NamedTuple):
         target: the variant or the rule's name.
         outcome: the outcome's name (``retention:30``).
         rows: the users the target's estimates use (complete window, supported).
-        logged_value: the mean outcome as logged, over every user with a complete window.
+        logged_value: the mean outcome as logged, over every user with a complete window (for a
+            ratio outcome the pooled ratio: sum of clicks over sum of slots).
         ess: (sum w)^2 / sum w^2 of the target's weights w = 1[got target's variant] / p.
         max_weight: the largest of those weights.
         unsupported: users with a complete window the target gives a variant they had
@@ -213,17 +218,40 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
             f"is supported by '{spec.target}'",
             "every user's propensity is missing, or the target gives variants nobody could have got",
         )
+    denominator = frame["denominator"].to_numpy(dtype=float)[eligible] if spec.outcome.is_ratio else None
+    if denominator is not None and not (denominator[supported] > 0).any():
+        raise TenureError(
+            f"no recommendation was shown to a user of experiment '{spec.experiment}' in the "
+            f"{spec.outcome.name} window",
+            "load the recommendations log (user_id, rec_time) of this experiment's users",
+        )
     features = frame.loc[eligible, list(data.features)].to_numpy(dtype=float)
     predictions = cross_fitted_predictions(features, got, outcome, variants, spec.folds, spec.seed)
-    mu_target = predictions[np.arange(len(outcome)), target_column[eligible]]
+    denominator_predictions = (
+        cross_fitted_predictions(features, got, denominator, variants, spec.folds, spec.seed)
+        if denominator is not None
+        else None
+    )
+    target_columns = target_column[eligible]
 
     def policy_terms(
-        mask: np.ndarray, policy: np.ndarray, p: np.ndarray, mu: np.ndarray
+        mask: np.ndarray, policy: np.ndarray, p: np.ndarray, columns: np.ndarray
     ) -> dict[str, np.ndarray]:
+        """Per estimator, the users' terms under ``policy`` (model column ``columns`` per user)."""
         weight = (got[mask] == policy[mask]) / p[mask]
-        return {name: terms(name, outcome[mask], weight, mu[mask]) for name in ESTIMATORS}
+        rows = np.flatnonzero(mask)
+        mu = predictions[rows, columns[mask]]
+        if denominator is None or denominator_predictions is None:
+            return {name: terms(name, outcome[mask], weight, mu) for name in ESTIMATORS}
+        mu_slots = denominator_predictions[rows, columns[mask]]
+        return {
+            name: ratio_terms(
+                terms(name, outcome[mask], weight, mu), terms(name, denominator[mask], weight, mu_slots)
+            )
+            for name in ESTIMATORS
+        }
 
-    target_terms = policy_terms(supported, chosen, p_chosen, mu_target)
+    target_terms = policy_terms(supported, chosen, p_chosen, target_columns)
     weight = (got[supported] == chosen[supported]) / p_chosen[supported]
     ess, max_weight = weight_summary(weight)
     estimates = tuple(from_terms(name, target_terms[name], spec.alpha) for name in ESTIMATORS)
@@ -234,7 +262,8 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
         everyone = np.full(len(outcome), variant)
         p_variant = probabilities_eligible[:, column]
         ok = np.isfinite(p_variant) & (p_variant > 0)
-        variant_terms = policy_terms(ok, everyone, p_variant, predictions[:, column])
+        columns = np.full(len(outcome), column)
+        variant_terms = policy_terms(ok, everyone, p_variant, columns)
         for name in ESTIMATORS:
             policy_rows.append((f"everyone {variant}", *from_terms(name, variant_terms[name], spec.alpha)))
         if spec.variant == variant:
@@ -242,13 +271,17 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
         both = ok & supported
         if not both.any():
             continue
-        ours = policy_terms(both, chosen, p_chosen, mu_target)
-        theirs = policy_terms(both, everyone, p_variant, predictions[:, column])
+        ours = policy_terms(both, chosen, p_chosen, target_columns)
+        theirs = policy_terms(both, everyone, p_variant, columns)
         label = f"{spec.target} - {variant}"
         for name in ESTIMATORS:
             difference_rows.append((label, *from_terms(name, ours[name] - theirs[name], spec.alpha)))
         if spec.variant is not None:
-            naive = naive_difference(outcome, got, spec.variant, variant, spec.alpha)
+            naive = (
+                naive_difference(outcome, got, spec.variant, variant, spec.alpha)
+                if denominator is None
+                else naive_ratio_difference(outcome, denominator, got, spec.variant, variant, spec.alpha)
+            )
             difference_rows.append((label, *naive))
 
     shares = pd.Series(chosen[supported]).value_counts(normalize=True)
@@ -256,7 +289,7 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
         target=spec.target,
         outcome=spec.outcome.name,
         rows=int(supported.sum()),
-        logged_value=float(outcome.mean()) if len(outcome) else float("nan"),
+        logged_value=_logged_value(outcome, denominator),
         ess=ess,
         max_weight=max_weight,
         unsupported=int((~supported).sum()),
@@ -270,6 +303,14 @@ def value_from_data(data: UserData, spec: UserPolicySpec) -> UserPolicyValue:
             frame, variants, received, target, target_column, probabilities, supported_all, spec
         ),
     )
+
+
+def _logged_value(outcome: np.ndarray, denominator: np.ndarray | None) -> float:
+    """The logged mean outcome, or for a ratio outcome the pooled ratio (NaN without users)."""
+    if denominator is not None:
+        slots = float(denominator.sum())
+        return float(outcome.sum()) / slots if slots > 0 else float("nan")
+    return float(outcome.mean()) if len(outcome) else float("nan")
 
 
 def _survival(

@@ -10,7 +10,12 @@ Outcomes (elapsed time e = event_time - assigned_time, in days; the data's end i
 event time in the store):
 - ``retention:D``: 1 if any event has D <= e < D + 1, else 0;
 - ``revenue:D``: the sum of revenue with 0 <= e < D;
-- ``events:D``: the number of events with 0 <= e < D.
+- ``events:D``: the number of events with 0 <= e < D;
+- ``click_rate:D``: a ratio outcome: the clicks (sum of ``recommendations.reward``) and the
+  recommendation slots shown (rows of ``recommendations``) with 0 <= e < D, in the columns
+  ``outcome`` and ``denominator``; the policy value is a ratio of means, clicks per shown slot.
+  ``click_rate:all`` counts every slot from assignment to the data's end (no user is incomplete):
+  the simulator's ``truth.policy_values.click_rate`` is defined that way.
 A user whose window has not ended by the data's end (assigned_time + D + 1 days for retention,
 assigned_time + D days for revenue and events) is *incomplete*: left out of every estimate and
 counted (the incomplete-window rule of docs/METRICS.md).
@@ -41,7 +46,9 @@ from core.experiments.metrics import MAX_RETENTION_DAY, Design, MetricSpec, per_
 from core.population import keyed_events_sql
 from core.store import Store, quote_identifier
 
-OutcomeKind = Literal["retention", "revenue", "events"]
+OutcomeKind = Literal["retention", "revenue", "events", "click_rate"]
+OUTCOME_KINDS: tuple[str, ...] = ("retention", "revenue", "events", "click_rate")
+WHOLE_PERIOD = "all"
 PRE_PERIOD_DAYS = 28
 MAX_LEVELS = 30
 DEFAULT_INACTIVITY_DAYS = 30.0
@@ -60,11 +67,12 @@ USER_COLUMNS = (
 
 @dataclass(frozen=True)
 class Outcome:
-    """A per-user outcome: ``retention:D``, ``revenue:D`` or ``events:D``.
+    """A per-user outcome: ``retention:D``, ``revenue:D``, ``events:D`` or ``click_rate:D``.
 
     Attributes:
-        kind: retention, revenue or events.
-        days: D (the retention day, or the window's length in days).
+        kind: retention, revenue, events or click_rate.
+        days: D (the retention day, or the window's length in days); 0 for ``click_rate:all``
+            (from assignment to the data's end).
     """
 
     kind: OutcomeKind
@@ -72,10 +80,16 @@ class Outcome:
 
     @property
     def name(self) -> str:
-        return f"{self.kind}:{self.days}"
+        return f"{self.kind}:{self.days or WHOLE_PERIOD}"
 
     def design(self, experiment: str) -> Design:
-        """The A/B review's design that measures this outcome (metric 0)."""
+        """The A/B review's design that measures this outcome (metric 0).
+
+        ``click_rate`` is measured on ``recommendations``, not events: its design only gives
+        the assigned users' rows (events:D without a pre-period, the cheapest pass).
+        """
+        if self.kind == "click_rate":
+            return Design(experiment, (MetricSpec("events"),), days=max(self.days, 1), pre_period=False)
         if self.kind == "retention":
             return Design(experiment, (MetricSpec("retention", str(self.days)),), days=1)
         return Design(experiment, (MetricSpec(self.kind),), days=self.days)
@@ -86,30 +100,46 @@ class Outcome:
         return self.kind == "retention"
 
     @property
+    def is_ratio(self) -> bool:
+        """A ratio of per-user sums (click_rate): the frame has a ``denominator`` column."""
+        return self.kind == "click_rate"
+
+    @property
     def window_end_days(self) -> int:
-        """Days after assignment by which the window has ended."""
+        """Days after assignment by which the window has ended (0: at assignment, always)."""
         return self.days + 1 if self.kind == "retention" else self.days
 
     def label(self) -> str:
         if self.kind == "retention":
             return f"day-{self.days} retention"
+        if self.kind == "click_rate":
+            window = f"over {self.days} days" if self.days else "to the data's end"
+            return f"clicks per shown recommendation {window}"
         return f"{self.kind} per user over {self.days} days"
 
 
 def parse_outcome(text: str) -> Outcome:
-    """``retention:30`` -> Outcome('retention', 30); ``revenue:90``; ``events:14``.
+    """``retention:30`` -> Outcome('retention', 30); ``revenue:90``; ``events:14``; ``click_rate:30``;
+    ``click_rate:all`` -> Outcome('click_rate', 0).
 
     Example:
         >>> parse_outcome("revenue:90")
         Outcome(kind='revenue', days=90)
+        >>> parse_outcome("click_rate:all").name
+        'click_rate:all'
     """
     raw = str(text).strip()
     head, _, argument = raw.partition(":")
     head = head.strip().lower()
-    argument = argument.strip()
-    hint = "use retention:D, revenue:D or events:D with D a whole number of days, e.g. retention:30"
-    if head not in ("retention", "revenue", "events") or not argument.isdigit():
-        raise TenureError(f"outcome '{raw}' is not retention:D, revenue:D or events:D", hint)
+    argument = argument.strip().lower()
+    hint = (
+        "use retention:D, revenue:D, events:D or click_rate:D with D a whole number of days, e.g. "
+        "retention:30 (click_rate:all: to the data's end)"
+    )
+    if head == "click_rate" and argument == WHOLE_PERIOD:
+        return Outcome("click_rate", 0)
+    if head not in OUTCOME_KINDS or not argument.isdigit():
+        raise TenureError(f"outcome '{raw}' is not retention:D, revenue:D, events:D or click_rate:D", hint)
     days = int(argument)
     if (head != "retention" and days < 1) or days > MAX_RETENTION_DAY:
         raise TenureError(f"outcome '{raw}': {days} days is out of range", hint)
@@ -121,7 +151,7 @@ class UserData(NamedTuple):
 
     Attributes:
         frame: one row per clean assigned user, ordered by user_id: ``USER_COLUMNS``, then
-            ``target`` when a target was given, the attribute columns, then the feature columns.
+            ``denominator`` for a ratio outcome (click_rate: the slots shown), ``target`` when a target was given, the attribute columns, then the feature columns.
         variants: the experiment's variants, in sort order.
         attributes: the ``users`` columns used (as text), in the frame under their own names.
         features: the feature columns of the frame (``x0, x1, ...``).
@@ -240,6 +270,11 @@ def user_data_sql(
         f"/ {_MICROSECONDS_PER_DAY}.0 AS duration_days",
         f"{churned} AS churned",
     ]
+    ratio = ""
+    if outcome.is_ratio:
+        selected[4] = "coalesce(r.clicks, 0)::DOUBLE AS outcome"
+        selected.append("coalesce(r.slots, 0)::DOUBLE AS denominator")
+        ratio = f", r AS ({_clicks_sql(outcome)})"
     if target_sql is not None:
         expression, target_params = target_sql
         params.update(target_params)
@@ -263,11 +298,25 @@ def user_data_sql(
         f"WITH a AS ({clean_assignments_sql().replace('experiment = ?', 'experiment = $experiment')}), "
         f"o AS ({outcome_sql}), "
         "b AS (SELECT max(event_time) AS data_end FROM events), "
-        f"t AS ({activity}) "
+        f"t AS ({activity}){ratio} "
         f"SELECT {', '.join(selected)} FROM o JOIN a USING (user_key) CROSS JOIN b "
-        f"LEFT JOIN t USING (user_key) LEFT JOIN {users} u ON u.user_id = o.user_id{segment_join} ORDER BY o.user_id"
+        f"LEFT JOIN t USING (user_key){' LEFT JOIN r USING (user_key)' if ratio else ''} "
+        f"LEFT JOIN {users} u ON u.user_id = o.user_id{segment_join} ORDER BY o.user_id"
     )
     return sql, params, attributes, names
+
+
+def _clicks_sql(outcome: Outcome) -> str:
+    """Per assigned user (CTE ``a``): clicks and slots shown in the outcome's window.
+
+    A slot is a row of ``recommendations``; a click its ``reward`` (NULL counts as 0). Bound
+    parameter ``$window_end``: the window's days, 0 for no end (``click_rate:all``).
+    """
+    window = "rec.rec_time >= a.assigned_time AND ($window_end = 0 OR rec.rec_time < a.assigned_time + to_days($window_end))"
+    return (
+        "SELECT a.user_key, coalesce(sum(rec.reward), 0) AS clicks, count(*) AS slots "
+        f"FROM recommendations rec JOIN a ON rec.user_id = a.user_id WHERE {window} GROUP BY a.user_key"
+    )
 
 
 def user_data(

@@ -33,6 +33,16 @@ def options(store: Store) -> tuple[list[str], list[str], pd.DataFrame | None]:
     return _options(store, store.version())
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _policy_experiment(_store: Store, version: str, policy: str, experiments: tuple[str, ...]) -> str | None:
+    return catalog.policy_experiment(_store, policy, list(experiments))
+
+
+def policy_experiment(store: Store, policy: str, experiments: list[str]) -> str | None:
+    """``catalog.policy_experiment``: the experiment whose users answer "everyone gets ``policy``"."""
+    return _policy_experiment(store, store.version(), policy, tuple(experiments))
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _rule_attributes(
     _store: Store, version: str, experiment: str, model_dir: str | None

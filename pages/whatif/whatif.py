@@ -47,6 +47,9 @@ DEFAULT_ESTIMATORS = ("ipw", "snipw", "dr")
 DEFAULT_RESAMPLES = 200
 DEFAULT_RETENTION_DAY = 30
 DEFAULT_REVENUE_DAYS = 90
+# The user-level click rate beside a logged policy's row-level one: every slot from assignment to the
+# data's end, as the simulator's truth.policy_values.click_rate counts them.
+USER_CLICK_RATE = "click_rate:all"
 POLICY_MODES = {"variant": "Everyone gets a variant", "rule": "A targeting rule"}
 EFFECT_SOURCES = {"estimated": "Estimated (from the long-term tab)", "assumption": "Typed in (assumption)"}
 OBSERVED = "observed"
@@ -288,10 +291,68 @@ def _click_section(
         return {}
     frame = _show_click_result(result, spec, truth)
     ui.download_csv(frame, "whatif_click_rate.csv", key="wi_click_download")
-    return {
+    document = {
         "click_rate": {
             **result.to_dict(details=True),
             "simulator_ground_truth": frame[figures_whatif.TRUTH_LABEL].iloc[0],
+        }
+    }
+    if spec.target.startswith("policy:"):
+        document.update(_user_level_click_rate(store, spec.target.removeprefix("policy:"), truth))
+    return document
+
+
+def _user_level_click_rate(store: Store, policy: str, truth: pd.DataFrame | None) -> dict:
+    """ "Everyone gets POLICY" per user, where an experiment assigned users to it with propensities."""
+    _, experiments, _ = cached_whatif.options(store)
+    experiment = cached_whatif.policy_experiment(store, policy, experiments)
+    if experiment is None:
+        return {}
+    question = {
+        "experiment": experiment,
+        "outcome": USER_CLICK_RATE,
+        "variant": policy,
+        "rule_text": None,
+        "survival_days": [],
+        "model_dir": None,
+    }
+    try:
+        with st.spinner(f"Estimating 'everyone gets {policy}' from experiment {experiment}'s users..."):
+            result = cached_whatif.user_policy(store, question)
+    except TenureError as error:
+        ui.show_error(error)
+        return {}
+    st.subheader(f"User-level estimate: everyone gets {policy}")
+    aipw = result.estimate("aipw")
+    cells = st.columns(3)
+    cells[0].metric(
+        "User-level click rate",
+        f"{aipw.value:.2%}",
+        help=f"AIPW over the users of experiment {experiment}, weighted by their assignment propensities.",
+    )
+    cells[1].metric("User-level 95% interval", f"{aipw.ci_low:.2%} to {aipw.ci_high:.2%}")
+    cells[2].metric("Users", f"{result.rows:,}")
+    target_truth = figures_whatif.truth_value(truth, policy, "click_rate")
+    table = figures_whatif.click_rate_table(
+        pd.DataFrame(result.estimates), f"everyone {policy} (user-level)", target_truth
+    )
+    st.dataframe(table, hide_index=True, key="wi_click_users_table")
+    st.caption(
+        f"Users of experiment '{experiment}' were assigned to {policy} with recorded propensities, so "
+        f"'everyone gets {policy}' has a user-level estimate: clicks per shown slot from each user's assignment "
+        "to the data's end, inverse-propensity weighted over users (ratio of weighted means, delta-method 95% "
+        "intervals). Trust it over the row-level estimate above when the policy is context-dependent (it shows "
+        "different items to different users): rows logged by another policy do not tell its probability of "
+        "each item in each context, the users' assignment does. Definitions: docs/METRICS.md, 'What-if: "
+        "per-user outcomes under a policy or rule'."
+    )
+    return {
+        "click_rate_user_level": {
+            "experiment": experiment,
+            "outcome": result.outcome,
+            "rows": result.rows,
+            "estimates": [estimate._asdict() for estimate in result.estimates],
+            "simulator_ground_truth": target_truth,
         }
     }
 
