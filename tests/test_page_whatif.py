@@ -30,9 +30,16 @@ risk_model = test_whatif_segments.risk_model
 FAST = {"estimators": "ipw", "resamples": "20"}
 
 
+@pytest.fixture(scope="module")
+def page_store_path(small_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared small store: the app keeps the store it opens read-write for the rest
+    of this process, and DuckDB then refuses other tests' read-only opens of the same file."""
+    return copy_store(small_store_path, tmp_path_factory.mktemp("whatif_page") / "store.duckdb")
+
+
 @pytest.fixture
-def whatif_app(small_store_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("TENURE_DB", str(small_store_path))
+def whatif_app(page_store_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TENURE_DB", str(page_store_path))
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
@@ -56,21 +63,19 @@ def long_term_table(at: AppTest, outcome_truth: float) -> pd.DataFrame:
     raise AssertionError("no long-term table with that truth")
 
 
-def test_long_term_estimates_sit_next_to_the_ground_truth(
-    whatif_app: AppTest, small_store_path: Path
-) -> None:
+def test_long_term_estimates_sit_next_to_the_ground_truth(whatif_app: AppTest, page_store_path: Path) -> None:
     at = open_page(whatif_app, PAGE)
     assert [title.value for title in at.title] == ["What-if"]
     assert any("simulated" in box.value for box in at.info)
     assert at.selectbox(key="wi_experiment").value == "rec_policy"
     variants = ["personalised", "popularity"]
-    retention = [truth(small_store_path, v, "retention_30d") for v in variants]
+    retention = [truth(page_store_path, v, "retention_30d") for v in variants]
     table = long_term_table(at, retention[0])
     for variant, value in zip(variants, retention, strict=True):
         assert table.loc[table["policy"] == f"everyone {variant}", TRUTH].tolist() == [value] * 3
     logged = table[table["policy"] == "logged"]
     assert len(logged) == 1 and pd.isna(logged[TRUTH].item())
-    revenue = long_term_table(at, truth(small_store_path, "popularity", "revenue_90d_per_user"))
+    revenue = long_term_table(at, truth(page_store_path, "popularity", "revenue_90d_per_user"))
     assert set(revenue["estimator"]) == {"aipw", "ipw", "hajek", "mean"}
     assert metric_value(at, "Share without support") == "0.0%"
     assert len(at.get("plotly_chart")) >= 4
@@ -78,7 +83,7 @@ def test_long_term_estimates_sit_next_to_the_ground_truth(
     assert at.query_params.get("retention_day") == "30"
 
 
-def test_click_rate_runs_on_the_button(whatif_app: AppTest, small_store_path: Path) -> None:
+def test_click_rate_runs_on_the_button(whatif_app: AppTest, page_store_path: Path) -> None:
     at = open_with_url(
         whatif_app, {**FAST, "log": "popularity", "target": "policy", "target_policy": "popularity"}
     )
@@ -86,22 +91,22 @@ def test_click_rate_runs_on_the_button(whatif_app: AppTest, small_store_path: Pa
     assert not any(metric.label == "Rows evaluated" for metric in at.metric)
     at.button(key="wi_click_run").click().run()
     assert not at.exception, at.exception
-    rows = count(small_store_path, "SELECT count(*) FROM recommendations WHERE policy = 'popularity'")
-    rate = count(small_store_path, "SELECT avg(reward) FROM recommendations WHERE policy = 'popularity'")
+    rows = count(page_store_path, "SELECT count(*) FROM recommendations WHERE policy = 'popularity'")
+    rate = count(page_store_path, "SELECT avg(reward) FROM recommendations WHERE policy = 'popularity'")
     assert metric_value(at, "Rows evaluated") == f"{rows:,}"
     assert metric_value(at, "Logged click rate") == f"{rate:.2%}"
     table = table_with(at, "policy", "estimator", "value", "ci_low", "ci_high", TRUTH)
     assert table["estimator"].tolist() == ["ipw"]
-    assert table[TRUTH].item() == pytest.approx(truth(small_store_path, "popularity", "click_rate"))
+    assert table[TRUTH].item() == pytest.approx(truth(page_store_path, "popularity", "click_rate"))
     assert table["ci_low"].item() <= table["value"].item() <= table["ci_high"].item()
     assert at.query_params.get("target_policy") == "popularity"
 
 
 def test_click_rate_of_a_variant_policy_shows_the_user_level_estimate(
-    whatif_app: AppTest, small_store_path: Path
+    whatif_app: AppTest, page_store_path: Path
 ) -> None:
     spec = UserPolicySpec("rec_policy", parse_outcome("click_rate:all"), variant="personalised")
-    with Store(small_store_path) as store:  # read-write, as the app opens it in this process
+    with Store(page_store_path) as store:  # read-write, as the app opens it in this process
         expected = evaluate_user_policy(store, spec)
     at = open_with_url(
         whatif_app, {**FAST, "log": "popularity", "target": "policy", "target_policy": "personalised"}
@@ -119,12 +124,12 @@ def test_click_rate_of_a_variant_policy_shows_the_user_level_estimate(
         assert shown.loc[estimate.estimator, "value"] == pytest.approx(estimate.value)
         assert shown.loc[estimate.estimator, "ci_low"] == pytest.approx(estimate.ci_low)
     assert table[TRUTH].unique().tolist() == [
-        pytest.approx(truth(small_store_path, "personalised", "click_rate"))
+        pytest.approx(truth(page_store_path, "personalised", "click_rate"))
     ]
     assert any("context-dependent" in caption.value for caption in at.caption)
 
 
-def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, small_store_path: Path) -> None:
+def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, page_store_path: Path) -> None:
     at = open_with_url(
         whatif_app,
         {
@@ -140,7 +145,7 @@ def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, sm
     assert any("rule" in table.value["policy"].tolist() for table in at.dataframe if "policy" in table.value)
     inputs = table_with(at, "input", "value", "source", "note").set_index("input")
     base = count(
-        small_store_path,
+        page_store_path,
         "SELECT count(DISTINCT user_id) FROM events "
         "WHERE event_time > (SELECT max(event_time) FROM events) - INTERVAL 30 DAY",
     )
