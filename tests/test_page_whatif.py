@@ -18,6 +18,7 @@ from core.models import registry
 from core.store import Store
 from core.whatif.rules import parse_rule
 from core.whatif.segments import CHURN_RISK_DECILE, LIFECYCLE_STAGE, rule_attributes, stages_at_assignment
+from core.whatif.surrogate import surrogate_backtest, surrogate_estimate
 from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy
 from core.whatif.users import parse_outcome
 
@@ -127,6 +128,35 @@ def test_click_rate_of_a_variant_policy_shows_the_user_level_estimate(
         pytest.approx(truth(page_store_path, "personalised", "click_rate"))
     ]
     assert any("context-dependent" in caption.value for caption in at.caption)
+
+
+def test_early_read_shows_the_surrogate_estimate_beside_its_backtest(
+    whatif_app: AppTest, page_store_path: Path
+) -> None:
+    with Store(page_store_path) as store:  # read-write, as the app opens it in this process
+        expected = surrogate_estimate(store, "rec_policy", "retention:90", 7)
+        expected_backtest = surrogate_backtest(store, "rec_policy", "retention:90", 7)
+    at = open_with_url(
+        whatif_app,
+        {
+            "early_experiment": "rec_policy",
+            "early_outcome": "retention",
+            "early_days": "90",
+            "early_window": "7",
+        },
+    )
+    assert not table_or_none(at, "older_actual")
+    at.button(key="wi_early_run").click().run()
+    assert not at.exception, at.exception
+    shown = table_with(at, "variant", "estimate", "ci_low", "ci_high", "older_actual")
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected.estimates.reset_index(drop=True))
+    backtest = table_with(at, "quantity", "actual", "inside")
+    pd.testing.assert_frame_equal(backtest.reset_index(drop=True), expected_backtest.reset_index(drop=True))
+    assert at.query_params.get("early_window") == "7"
+
+
+def table_or_none(at: AppTest, column: str) -> pd.DataFrame | None:
+    return next((frame.value for frame in at.dataframe if column in frame.value.columns), None)
 
 
 def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, page_store_path: Path) -> None:

@@ -15,6 +15,8 @@ from core.store import Store
 from core.whatif import catalog, scenario, segments
 from core.whatif.evaluate import WhatIfResult, WhatIfSpec, evaluate
 from core.whatif.rules import parse_rule
+from core.whatif.surrogate import SurrogateResult, surrogate_estimate
+from core.whatif.surrogate import surrogate_backtest as backtest_surrogate
 from core.whatif.user_policies import UserPolicySpec, UserPolicyValue, evaluate_user_policy
 from core.whatif.users import parse_outcome
 
@@ -116,3 +118,23 @@ def _baseline(
 def baseline(store: Store, spec: scenario.BaselineSpec) -> scenario.Baseline:
     """The current base with each user's baseline (scoring with a model takes a while)."""
     return _baseline(store, store.version(), spec.horizon_days, spec.active_days, spec.model_dir)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _surrogate(_store: Store, version: str, question: dict[str, Any]) -> SurrogateResult:
+    return surrogate_estimate(_store, question["experiment"], question["outcome"], question["surrogate_days"])
+
+
+def surrogate(store: Store, question: dict[str, Any]) -> SurrogateResult:
+    """``surrogate_estimate`` of ``experiment``, ``outcome`` (text) and ``surrogate_days``."""
+    return _surrogate(store, store.version(), question)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _surrogate_backtest(_store: Store, version: str, question: dict[str, Any]) -> pd.DataFrame:
+    return backtest_surrogate(_store, question["experiment"], question["outcome"], question["surrogate_days"])
+
+
+def surrogate_backtest(store: Store, question: dict[str, Any]) -> pd.DataFrame:
+    """``core.whatif.surrogate.surrogate_backtest`` of the same question (its ``attrs`` kept)."""
+    return _surrogate_backtest(store, store.version(), question)

@@ -34,3 +34,15 @@ def names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
         return listed
 
     return parse
+
+
+def whole(low: int, high: int, name: str = "the value") -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be from {low} to {high}")
+        return value
+
+    return parse

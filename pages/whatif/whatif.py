@@ -1,8 +1,9 @@
 """What-if: what a recommendation policy or a targeting rule would have done, estimated from logs.
 
-Three views over core/whatif: the click rate of a target recommendation policy from the
+Four views over core/whatif: the click rate of a target recommendation policy from the
 recommendations log (off-policy, per shown slot), the day-D retention and D-day revenue per user
 of a variant or a rule from an experiment with propensities (with the weighted survival curve),
+an early read of a long-term outcome for recent users (surrogate index, with its backtest),
 and a scenario that projects the current user base's retained users and revenue under the chosen
 strategy. Every estimate shows its interval and diagnostics; on a simulated store the ground truth
 is shown next to it, labelled. Every control is kept in the URL (uploaded files are not).
@@ -31,7 +32,7 @@ from core.whatif.rules import HEADER, parse_rule
 from core.whatif.segments import CHURN_RISK_DECILE
 from core.whatif.survival_ipw import DEFAULT_SURVIVAL_RESAMPLES
 from core.whatif.user_policies import UserPolicyValue
-from pages.shared import cached_experiments, cached_whatif, ui, url_params
+from pages.shared import cached_experiments, cached_whatif, ui, url_params, whatif_early_read
 
 TARGET_KINDS = {
     "uniform": "Uniform over the logged items",
@@ -56,16 +57,6 @@ OBSERVED = "observed"
 NO_MODEL = "none"
 DONE_KEY = "wi_click_done"
 SURVIVAL_STEP_DAYS = 1
-
-
-def _whole(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be from {low} to {high}")
-        return value
-
-    return parse
 
 
 def _share(text: str) -> float:
@@ -139,8 +130,8 @@ def _click_controls(policies: list[str], params: dict[str, str]) -> tuple[WhatIf
         param="estimators",
         parse=url_params.names(ESTIMATORS, "estimator"),
     )
-    ui.seed_control("wi_resamples", DEFAULT_RESAMPLES, param="resamples", parse=_whole(10, 5000))
-    ui.seed_control("wi_seed", 0, param="seed", parse=_whole(0, 2**31 - 1))
+    ui.seed_control("wi_resamples", DEFAULT_RESAMPLES, param="resamples", parse=url_params.whole(10, 5000))
+    ui.seed_control("wi_seed", 0, param="seed", parse=url_params.whole(0, 2**31 - 1))
     first, second, third = st.columns([1, 1.4, 1])
     log = first.selectbox(
         "Logged rows of", logs, key="wi_log", help="The rows of the recommendations log to read."
@@ -450,10 +441,16 @@ def _long_term_controls(store: Store, experiments: list[str], params: dict[str, 
         "wi_experiment", default, param="experiment", parse=url_params.choice(experiments, "experiment")
     )
     ui.seed_control(
-        "wi_retention_day", DEFAULT_RETENTION_DAY, param="retention_day", parse=_whole(1, MAX_RETENTION_DAY)
+        "wi_retention_day",
+        DEFAULT_RETENTION_DAY,
+        param="retention_day",
+        parse=url_params.whole(1, MAX_RETENTION_DAY),
     )
     ui.seed_control(
-        "wi_revenue_days", DEFAULT_REVENUE_DAYS, param="revenue_days", parse=_whole(1, MAX_RETENTION_DAY)
+        "wi_revenue_days",
+        DEFAULT_REVENUE_DAYS,
+        param="revenue_days",
+        parse=url_params.whole(1, MAX_RETENTION_DAY),
     )
     ui.seed_control(
         "wi_estimator",
@@ -691,9 +688,13 @@ def _scenario_section(store: Store, results: dict[str, UserPolicyValue], params:
         "whether it is estimated from data or rests on an assumption you typed. Definitions: docs/METRICS.md, "
         "'What-if: scenario view'."
     )
-    ui.seed_control("wi_active_days", scenario.DEFAULT_ACTIVE_DAYS, param="active_days", parse=_whole(1, 365))
-    ui.seed_control("wi_horizon", scenario.DEFAULT_HORIZON_DAYS, param="horizon", parse=_whole(1, 365))
-    ui.seed_control("wi_reach", 100, param="reach", parse=_whole(0, 100))
+    ui.seed_control(
+        "wi_active_days", scenario.DEFAULT_ACTIVE_DAYS, param="active_days", parse=url_params.whole(1, 365)
+    )
+    ui.seed_control(
+        "wi_horizon", scenario.DEFAULT_HORIZON_DAYS, param="horizon", parse=url_params.whole(1, 365)
+    )
+    ui.seed_control("wi_reach", 100, param="reach", parse=url_params.whole(0, 100))
     first, second, third = st.columns(3)
     active_days = first.number_input("Active within the last A days", 1, 365, step=1, key="wi_active_days")
     horizon = second.number_input("Horizon H (days)", 1, 365, step=1, key="wi_horizon")
@@ -774,8 +775,8 @@ def main() -> None:
             icon=":material/science:",
         )
     params: dict[str, str] = {}
-    click_tab, long_tab, scenario_tab, download_tab = st.tabs(
-        ["Click rate", "Long-term outcomes", "Scenario", "Downloads"]
+    click_tab, long_tab, early_tab, scenario_tab, download_tab = st.tabs(
+        ["Click rate", "Long-term outcomes", "Early read", "Scenario", "Downloads"]
     )
     document: dict = {}
     with click_tab:
@@ -783,6 +784,8 @@ def main() -> None:
     with long_tab:
         results, long_term = _long_term_section(store, experiments, truth, params)
         document.update(long_term)
+    with early_tab:
+        document.update(whatif_early_read.early_read_section(store, experiments, params))
     with scenario_tab:
         document.update(_scenario_section(store, results, params))
     ui.share_in_url(params)
