@@ -298,9 +298,11 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
     start = "a.assigned_time - to_microseconds($window_us)" if design.pre_period else "a.assigned_time"
     sql = (
         f"WITH a AS ({clean_assignments_sql().replace('experiment = ?', 'experiment = $experiment')}), "
-        "x AS (SELECT ev.* EXCLUDE (event_time), epoch_us(ev.event_time) - epoch_us(a.assigned_time) AS t "
+        "x AS (SELECT * FROM (SELECT ev.* EXCLUDE (event_time), "
+        "epoch_us(ev.event_time) - epoch_us(a.assigned_time) AS t "
         f"FROM ({narrowed}) ev JOIN a ON ev.user_key = a.user_key "
-        f"WHERE ev.event_time >= {start} AND ev.event_time < a.assigned_time + to_microseconds($horizon_us)), "
+        f"WHERE ev.event_time >= {start} AND ev.event_time < a.assigned_time + to_microseconds($horizon_us)) "
+        f"WHERE {_read_spans(design)}), "
         f"w AS ({per_user}) "
         f"SELECT a.user_id, a.user_key, a.variant, a.assigned_time, {filled}, {', '.join(eligible)}, "
         "(a.assigned_time + to_microseconds($window_us) > (SELECT max(event_time) FROM events)) AS partial_window "
@@ -309,6 +311,26 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
     if design.winsorize is not None:
         sql, params = _winsorized(sql, params, design)
     return sql, params
+
+
+def _read_spans(design: Design) -> str:
+    """The condition on ``t`` that keeps only the events some metric reads.
+
+    The N-day window (and the pre-period before it) and each retention day [D, D + 1): with
+    retention to day 30 and a 14-day window, days 14 to 29 are read by nothing, and dropping
+    them after the join halves the rows the aggregations see.
+    """
+    spans = [(-design.days if design.pre_period else 0, design.days)]
+    spans += [
+        (spec.retention_day, spec.retention_day + 1) for spec in design.metrics if spec.kind == "retention"
+    ]
+    merged: list[list[int]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return " OR ".join(f"(t >= {low * DAY_US} AND t < {high * DAY_US})" for low, high in merged)
 
 
 def _winsorized(sql: str, params: dict[str, Any], design: Design) -> tuple[str, dict[str, Any]]:
