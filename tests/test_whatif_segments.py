@@ -22,12 +22,14 @@ from core.lifecycle import StageSpec, stage_users, stages_at_sql
 from core.models.training import score_model
 from core.population import Filters
 from core.store import Store
+from core.whatif import user_policies
 from core.whatif.rules import build_rule, parse_rule
 from core.whatif.segments import (
     CHURN_RISK_DECILE,
     LIFECYCLE_STAGE,
     churn_risk_at_assignment,
     rule_attributes,
+    segment_values,
     stages_at_assignment,
 )
 from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy
@@ -318,3 +320,30 @@ def test_cli_lifecycle_rule_with_survival_interval(stage_store: Path, tmp_path: 
     record = payload["survival"][0]
     assert list(record) == ["policy", "day", "survival", "ci_low", "ci_high"]
     assert record["ci_low"] <= record["survival"] <= record["ci_high"]
+
+
+def test_precomputed_segments_are_used_as_given(
+    risk_store: Path, risk_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page scores deciles once and passes them to every outcome: no second scoring."""
+    with Store(risk_store, read_only=True) as store:
+        known = segment_values(store, "risk", [LIFECYCLE_STAGE, CHURN_RISK_DECILE], risk_model)
+        top = max(known[CHURN_RISK_DECILE].dropna(), key=int)
+        rule = build_rule([(CHURN_RISK_DECILE, top, "b")], "a", "riskiest")
+        spec = UserPolicySpec(
+            "risk",
+            parse_outcome("events:7"),
+            rule=rule,
+            folds=2,
+            model_dir=str(risk_model),
+            survival_resamples=0,
+        )
+        expected = evaluate_user_policy(store, spec)
+
+        def no_scoring(*args: object, **kwargs: object) -> None:
+            raise AssertionError("segments were computed again")
+
+        monkeypatch.setattr(user_policies, "segment_values", no_scoring)
+        given = evaluate_user_policy(store, spec, segments=known)
+    assert given.estimates == expected.estimates
+    assert given.target_share == expected.target_share

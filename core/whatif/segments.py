@@ -132,13 +132,15 @@ def rule_attributes(
     experiment: str,
     model_dir: str | Path | None = None,
     progress: Progress | None = None,
+    segments: pd.DataFrame | None = None,
 ) -> dict[str, list[str]]:
     """Every attribute a rule on ``experiment`` may use, with the values its users have.
 
     ``users`` columns (values as text, sorted), then ``lifecycle_stage`` (in the lifecycle's
     order), then, with ``model_dir``, ``churn_risk_decile`` ("1".."10", scoring the users as of
     their assignment: see ``churn_risk_at_assignment`` for the cost). An attribute no user has a
-    value of is listed with no values.
+    value of is listed with no values. ``segments``: ``segment_values`` of those names when the
+    caller already has them (the page scores the deciles once for the list and the estimates).
     """
     attributes: dict[str, list[str]] = {}
     for column in attribute_columns(store):
@@ -152,7 +154,8 @@ def rule_attributes(
         )
         attributes[column] = [str(v) for v in values["value"]]
     names = [LIFECYCLE_STAGE] + ([CHURN_RISK_DECILE] if model_dir is not None else [])
-    segments = segment_values(store, experiment, names, model_dir, progress)
+    if segments is None:
+        segments = segment_values(store, experiment, names, model_dir, progress)
     present = set(segments[LIFECYCLE_STAGE].dropna())
     attributes[LIFECYCLE_STAGE] = [s for s in (*STAGES, NOT_STARTED) if s in present]
     if model_dir is not None:

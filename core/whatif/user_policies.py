@@ -150,16 +150,21 @@ class UserPolicyValue(NamedTuple):
 
 
 def evaluate_user_policy(
-    store: Store, spec: UserPolicySpec, progress: Progress | None = None
+    store: Store,
+    spec: UserPolicySpec,
+    progress: Progress | None = None,
+    segments: pd.DataFrame | None = None,
 ) -> UserPolicyValue:
     """Estimate the target's value (steps in the module docstring).
 
     ``progress`` is called with (fraction, message) while a rule's churn-risk deciles are
     scored (one model run per assignment day: the slow part when a rule uses them).
+    ``segments``: ``segments.segment_values`` of the experiment with at least the rule's
+    segment columns, when the caller already has them (several outcomes of one rule).
     """
     variants = experiment_variants(store, spec.experiment)
-    segments = None
     if spec.variant is not None:
+        segments = None
         if spec.variant not in variants:
             raise TenureError(
                 f"'{spec.variant}' is not a variant of experiment '{spec.experiment}'",
@@ -168,9 +173,15 @@ def evaluate_user_policy(
         target_sql = everyone_sql(spec.variant)
     else:
         assert spec.rule is not None
-        if spec.rule.segments:
+        if not spec.rule.segments:
+            segments = None
+        else:
             _check_model(spec)
-            segments = segment_values(store, spec.experiment, spec.rule.segments, spec.model_dir, progress)
+            if segments is None or not set(spec.rule.segments) <= set(segments.columns):
+                segments = segment_values(
+                    store, spec.experiment, spec.rule.segments, spec.model_dir, progress
+                )
+            segments = segments[["user_id", *spec.rule.segments]]
         check_rule(store, spec.rule, spec.experiment, variants, segments)
         target_sql = rule_sql(spec.rule)
     data = user_data(store, spec.experiment, spec.outcome, target_sql, segments=segments)

@@ -49,7 +49,18 @@ def policy_experiment(store: Store, policy: str, experiments: list[str]) -> str 
 def _rule_attributes(
     _store: Store, version: str, experiment: str, model_dir: str | None
 ) -> dict[str, list[str]]:
-    return segments.rule_attributes(_store, experiment, model_dir)
+    return segments.rule_attributes(
+        _store, experiment, model_dir, segments=_segment_values(_store, version, experiment, model_dir)
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _segment_values(_store: Store, version: str, experiment: str, model_dir: str | None) -> pd.DataFrame:
+    """Every user's stage (and, with a model, churn-risk decile) at assignment, computed once for
+    the rule editor's list and every outcome a rule is estimated for: the deciles cost one model
+    run per assignment day."""
+    names = [segments.LIFECYCLE_STAGE] + ([segments.CHURN_RISK_DECILE] if model_dir is not None else [])
+    return segments.segment_values(_store, experiment, names, model_dir)
 
 
 def rule_attributes(store: Store, experiment: str, model_dir: str | None = None) -> dict[str, list[str]]:
@@ -98,7 +109,10 @@ def _user_policy(_store: Store, version: str, question: dict[str, Any]) -> UserP
         survival_days=tuple(question["survival_days"]),
         model_dir=question["model_dir"],
     )
-    return evaluate_user_policy(_store, spec)
+    known = None
+    if spec.rule is not None and spec.rule.segments:
+        known = _segment_values(_store, version, question["experiment"], question["model_dir"])
+    return evaluate_user_policy(_store, spec, segments=known)
 
 
 def user_policy(store: Store, question: dict[str, Any]) -> UserPolicyValue:
