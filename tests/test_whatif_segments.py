@@ -23,7 +23,7 @@ from core.models.training import score_model
 from core.population import Filters
 from core.store import Store
 from core.whatif import user_policies
-from core.whatif.rules import build_rule, parse_rule
+from core.whatif.rules import Rule, build_rule, parse_rule
 from core.whatif.segments import (
     CHURN_RISK_DECILE,
     LIFECYCLE_STAGE,
@@ -242,19 +242,19 @@ def test_churn_risk_deciles_match_scoring_each_day(risk_store: Path, risk_model:
     assert len(messages) == len(RISK_DAYS) + 1
 
 
+def events_rule_spec(rule: Rule, model: Path) -> UserPolicySpec:
+    """7-day events under a decile rule on the ``risk`` experiment, cheap: 2 folds, no survival."""
+    return UserPolicySpec(
+        "risk", parse_outcome("events:7"), rule=rule, folds=2, model_dir=str(model), survival_resamples=0
+    )
+
+
 def test_decile_rule_value_matches_numpy(risk_store: Path, risk_model: Path) -> None:
     with Store(risk_store, read_only=True) as store:
         risk = churn_risk_at_assignment(store, "risk", risk_model).set_index("user_id")
         high = sorted(d for d in risk[CHURN_RISK_DECILE].dropna().unique() if d >= 6)
         rule = build_rule([(CHURN_RISK_DECILE, str(int(d)), "b") for d in high], "a", "riskiest")
-        spec = UserPolicySpec(
-            "risk",
-            parse_outcome("events:7"),
-            rule=rule,
-            folds=2,
-            model_dir=str(risk_model),
-            survival_resamples=0,
-        )
+        spec = events_rule_spec(rule, risk_model)
         result = evaluate_user_policy(store, spec)
         frame = store.query_df(
             "SELECT a.user_id, a.variant, a.propensity, count(e.user_id) AS y FROM assignments a "
@@ -330,14 +330,7 @@ def test_precomputed_segments_are_used_as_given(
         known = segment_values(store, "risk", [LIFECYCLE_STAGE, CHURN_RISK_DECILE], risk_model)
         top = max(known[CHURN_RISK_DECILE].dropna(), key=int)
         rule = build_rule([(CHURN_RISK_DECILE, top, "b")], "a", "riskiest")
-        spec = UserPolicySpec(
-            "risk",
-            parse_outcome("events:7"),
-            rule=rule,
-            folds=2,
-            model_dir=str(risk_model),
-            survival_resamples=0,
-        )
+        spec = events_rule_spec(rule, risk_model)
         expected = evaluate_user_policy(store, spec)
 
         def no_scoring(*args: object, **kwargs: object) -> None:
