@@ -25,7 +25,10 @@ RUN_KEY = "wi_early_run"
 
 
 def _quality(quality: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.3g}" for name, value in quality.items())
+    return ", ".join(
+        f"{name} {int(value):,}" if name == "users" else f"{name} {value:.3g}"
+        for name, value in quality.items()
+    )
 
 
 def _controls(experiments: list[str], params: dict[str, str]) -> dict:
