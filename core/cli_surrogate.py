@@ -28,18 +28,11 @@ def _run_surrogate(args: argparse.Namespace) -> int:
     from core.store import Store, resolve_db_path
     from core.whatif.surrogate import surrogate_backtest, surrogate_estimate
 
+    question = (args.experiment, args.outcome, args.surrogate_days)
+    options = {"seed": args.seed, "resamples": args.resamples, "control": args.control}
     with Store(resolve_db_path(args.db), read_only=True) as store:
         if args.backtest:
-            table = surrogate_backtest(
-                store,
-                args.experiment,
-                args.outcome,
-                args.surrogate_days,
-                back_days=args.back_days,
-                seed=args.seed,
-                resamples=args.resamples,
-                control=args.control,
-            )
+            table = surrogate_backtest(store, *question, back_days=args.back_days, **options)
             print(
                 f"backtest as of {table.attrs['as_of']:%Y-%m-%d}, outcomes observed by "
                 f"{table.attrs['data_end']:%Y-%m-%d}; model trained on {table.attrs['training_users']} users, "
@@ -48,16 +41,7 @@ def _run_surrogate(args: argparse.Namespace) -> int:
             )
             print_frame(table, args.format)
             return 0
-        result = surrogate_estimate(
-            store,
-            args.experiment,
-            args.outcome,
-            args.surrogate_days,
-            as_of=args.as_of,
-            seed=args.seed,
-            resamples=args.resamples,
-            control=args.control,
-        )
+        result = surrogate_estimate(store, *question, as_of=args.as_of, **options)
     print(
         f"as of {result.as_of:%Y-%m-%d}; model trained on {result.training_users} users, "
         f"held out: {_quality(result.model_quality)}; weighting: {result.weighting}",

@@ -277,8 +277,9 @@ def per_user_sql(store: Store, design: Design) -> tuple[str, dict[str, Any]]:
         for i, spec in enumerate(design.metrics)
         for c in value_columns(i, spec) + covariate_columns(i, spec)
     ]
-    filled = ", ".join(f"coalesce(w.{sources[c]}, 0)::DOUBLE AS {c}" for c in columns)
-    filled = filled.replace("coalesce(w.NULL, 0)", "0")
+    filled = ", ".join(
+        f"{'0' if sources[c] == 'NULL' else f'coalesce(w.{sources[c]}, 0)'}::DOUBLE AS {c}" for c in columns
+    )
     eligible = []
     for index, spec in enumerate(design.metrics):
         if spec.kind == "retention":

@@ -41,15 +41,15 @@ def moments_select(design: Design) -> str:
     Cheap where it can be: only retention has users to leave out (``FILTER``), and without the
     pre-period its columns are zero, so their sums are the constant 0 rather than aggregates.
     """
+
+    def zero(*names: str) -> bool:
+        return not design.pre_period and any(name.startswith("pre_") for name in names)
+
     parts: list[str] = ["count(*) FILTER (WHERE partial_window) AS partial_users"]
     for index, spec in enumerate(design.metrics):
         only = f" FILTER (WHERE {eligible_column(index)})" if spec.kind == "retention" else ""
         parts.append(f"count(*){only} AS n{index}")
         columns = metric_columns(index, spec)
-
-        def zero(*names: str) -> bool:
-            return not design.pre_period and any(name.startswith("pre_") for name in names)
-
         parts += [f"0.0 AS s__{c}" if zero(c) else f"sum({c}){only} AS s__{c}" for c in columns]
         parts += [
             f"0.0 AS ss__{a}__{b}" if zero(a, b) else f"sum({a} * {b}){only} AS ss__{a}__{b}"
