@@ -82,6 +82,14 @@ def table_with(at: AppTest, *columns: str):
     raise AssertionError(f"no table with columns {columns}")
 
 
+def open_tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Select tab ``label`` of the lazy ``st.tabs`` with ``key`` (AppTest cannot click a tab)."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def open_page(at: AppTest, page: str) -> AppTest:
     at.run()
     assert not at.exception, at.exception

@@ -48,6 +48,12 @@ PAGES = (
     ("/funnels?steps=session_start,view,purchase&window=30d&by=country", "Funnels", "funnels"),
     ("/stickiness?span=4w", "Stickiness", "stickiness"),
     ("/experiments?correction=bh&cuped=1", "Experiments", "experiments"),
+    # Only the open tab runs: each other tab is opened from its URL.
+    ("/experiments?tab=over-time", "Experiments", "experiments_over_time"),
+    ("/experiments?tab=survival", "Experiments", "experiments_survival"),
+    ("/experiments?tab=segments", "Experiments", "experiments_segments"),
+    ("/experiments?tab=planning", "Experiments", "experiments_planning"),
+    ("/experiments?tab=ltv", "Experiments", "experiments_ltv"),
     ("/whatif?horizon=30&estimators=ipw&resamples=20", "What-if", "whatif"),
     ("/models", "Models", "models"),
     ("/score", "Score", "score"),

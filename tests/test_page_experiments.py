@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_helpers import APP, TIMEOUT, open_page, table_with
+from app_helpers import APP, TIMEOUT, open_page, open_tab, table_with
 from experiment_helpers import write_store
 from lifelines.statistics import multivariate_logrank_test
 from streamlit.testing.v1 import AppTest
@@ -134,9 +134,10 @@ def test_page_lists_experiments_and_reviews_the_first(exp_app: AppTest, frames) 
     assert row["variant value"] == f"{direct_conversion(frames, 'treatment'):.1%}"
     assert "always-valid 95% CI (for daily peeking)" in table.columns
     assert "CUPED variance reduction" not in table.columns
-    assert len(exp_app.get("plotly_chart")) >= 2
+    assert len(exp_app.get("plotly_chart")) == 1, "only the open tab (Results) runs"
     assert exp_app.query_params.get("experiment") == GOOD
     assert exp_app.query_params.get("correction") == "holm"
+    assert exp_app.query_params.get("tab") == "results"
 
 
 def test_cuped_and_correction_change_the_adjusted_p_values(exp_app: AppTest) -> None:
@@ -177,6 +178,7 @@ def test_controls_come_from_the_url(exp_app: AppTest) -> None:
             "days": "7",
             "winsorize": "99",
             "segment": "country",
+            "inactivity": "14",
         }
     )
     exp_app.switch_page(PAGE).run()
@@ -187,15 +189,49 @@ def test_controls_come_from_the_url(exp_app: AppTest) -> None:
     table = results_table(exp_app)
     assert table["metric"].tolist() == ["revenue per user over 7 days", "day-7 retention"]
     assert exp_app.query_params.get("winsorize") == "99"
+    # The closed survival tab's control keeps its URL value, and the tab opens with it.
+    assert exp_app.query_params.get("inactivity") == "14"
+    open_tab(exp_app, "exp_tab", "Retention & survival")
+    assert exp_app.number_input(key="exp_inactivity").value == 14.0
+    assert exp_app.query_params.get("tab") == "survival"
+
+
+def test_the_open_tab_comes_from_the_url(exp_app: AppTest) -> None:
+    exp_app.query_params.update({"tab": "segments", "segment": "country"})
+    exp_app.switch_page(PAGE).run()
+    assert not exp_app.exception, exp_app.exception
+    assert exp_app.selectbox(key="exp_segment").value == "country"
+    segments = table_with(exp_app, "segment", "users", "metric", "adjusted p (Benjamini-Hochberg)")
+    assert set(segments["segment"]) == {"US", "DE"}
+    assert exp_app.query_params.get("tab") == "segments"
+
+
+def test_an_unknown_tab_in_the_url_is_reported(exp_app: AppTest) -> None:
+    exp_app.query_params.update({"tab": "nonsense"})
+    exp_app.switch_page(PAGE).run()
+    assert not exp_app.exception, exp_app.exception
+    assert any("tab=nonsense" in box.value for box in exp_app.warning)
+    assert not results_table(exp_app).empty
+    assert exp_app.query_params.get("tab") == "results"
 
 
 def test_segments_and_planning_tabs(exp_app: AppTest) -> None:
     open_page(exp_app, PAGE)
+    open_tab(exp_app, "exp_tab", "Segments")
+    assert exp_app.query_params.get("tab") == "segments"
+    assert any("Sample ratio check passed" in box.value for box in exp_app.success), "shown above the tabs"
+    results_shown = [
+        frame
+        for frame in exp_app.dataframe
+        if "abs diff [95% CI]" in frame.value.columns and "segment" not in frame.value.columns
+    ]
+    assert not results_shown, "the closed Results tab does not run"
     segments = table_with(exp_app, "segment", "users", "metric", "adjusted p (Benjamini-Hochberg)")
     assert set(segments["segment"]) == {"US", "DE"}
     heterogeneity = table_with(exp_app, "metric", "variant", "segments", "q", "p_value", "i_squared")
     assert len(heterogeneity) == len(exp_app.multiselect(key="exp_metrics").value)
     assert any("tests were run" in box.value for box in exp_app.warning)
+    open_tab(exp_app, "exp_tab", "Planning")
     mde = table_with(exp_app, "metric", "7 days", "14 days", "28 days", "56 days")
     assert len(mde) == len(heterogeneity)
     needed = table_with(exp_app, "metric", "rel_effect", "users_per_arm", "days")
@@ -204,6 +240,8 @@ def test_segments_and_planning_tabs(exp_app: AppTest) -> None:
     assert not exp_app.exception, exp_app.exception
     larger = table_with(exp_app, "metric", "rel_effect", "users_per_arm", "days")
     assert (larger["users_per_arm"] < needed["users_per_arm"]).all()
+    assert exp_app.query_params.get("segment") == "country"
+    open_tab(exp_app, "exp_tab", "Predicted LTV")
     assert any("No registered model" in box.value for box in exp_app.info)
 
 
@@ -231,6 +269,7 @@ def direct_logrank_p(frames, inactivity_days: float = 30.0) -> float:
 
 def test_survival_tab_compares_variants_from_assignment(exp_app: AppTest, frames) -> None:
     open_page(exp_app, PAGE)
+    open_tab(exp_app, "exp_tab", "Retention & survival")
     shown = [metric.value for metric in exp_app.metric if metric.label == "Log-rank p (all variants)"]
     expected = direct_logrank_p(frames)
     assert shown == ["<0.0001" if expected < 0.0001 else f"{expected:.4f}"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_helpers import APP, table_with
+from app_helpers import APP, open_tab, table_with
 from model_helpers import AS_OF, HORIZON_DAYS, SEED
 from streamlit.testing.v1 import AppTest
 
@@ -66,10 +66,14 @@ def test_predicted_ltv_is_computed_on_demand_and_marked_model_based(
     at.query_params["metrics"] = "revenue"
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="exp_ltv_model").options == [str(model)]
     assert LTV_LABEL not in set(table_with(at, "metric", "variant", "p-value")["metric"])
+    open_tab(at, "exp_tab", "Predicted LTV")
+    assert at.selectbox(key="exp_ltv_model").options == [str(model)]
     next(button for button in at.button if button.label == "Compute predicted LTV").click().run()
     assert not at.exception, at.exception
+    assert list(table_with(at, "metric", "variant", "p-value")["metric"]) == [LTV_LABEL]
+    assert any("model-based" in text.value for text in at.caption)
+    open_tab(at, "exp_tab", "Results")  # the computed rows join the review's table
     results = table_with(at, "metric", "variant", "control value", "variant value").set_index("metric")
     assert list(results.index) == ["revenue per user over 14 days", LTV_LABEL]
     with Store(path) as store:  # the app holds the file open: same configuration
@@ -78,5 +82,4 @@ def test_predicted_ltv_is_computed_on_demand_and_marked_model_based(
     for column, variant in (("control value", "control"), ("variant value", "treatment")):
         expected = float(np.mean(scored.loc[scored["variant"] == variant, "ltv_pred"]))
         assert results.loc[LTV_LABEL, column] == f"{expected:,.2f}"
-    assert any("model-based" in text.value for text in at.caption)
     assert results.loc[LTV_LABEL, "adjusted p (Holm)"] != "n/a"

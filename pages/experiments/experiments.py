@@ -1,7 +1,8 @@
 """Experiments: review an A/B experiment. The list of experiments with their sample ratio check,
 then for the chosen one: the check's verdict, the summary card in plain words, the metric table
 (fixed-horizon, adjusted, always-valid and Bayesian figures), the effect day by day, segments,
-planning (power / MDE) and the model-based predicted LTV. Every control is kept in the URL."""
+planning (power / MDE) and the model-based predicted LTV, one tab each. Only the open tab runs.
+Every control, the open tab included, is kept in the URL."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ DEFAULT_DAYS = 14
 DEFAULT_REL_EFFECT = 5.0
 LTV_STATE = "exp_ltv_result"
 NO_MODEL = ""
+# Tab label -> its name in the URL. Only the open tab runs: a cold review then costs the Results
+# tab's queries, not every tab's (survival, segments and planning each query the store again).
+TABS = {
+    "Results": "results",
+    "Over time": "over-time",
+    "Retention & survival": "survival",
+    "Segments": "segments",
+    "Planning": "planning",
+    "Predicted LTV": "ltv",
+}
+TAB_BY_PARAM = {param: label for label, param in TABS.items()}
 
 
 def metric_options(store: Store) -> list[str]:
@@ -51,6 +63,12 @@ def _days(text: str) -> int:
 
 def _flag(text: str) -> bool:
     return text.lower() in ("1", "true", "on")
+
+
+def _tab_label(text: str) -> str:
+    if text not in TAB_BY_PARAM:
+        raise ValueError(f"tab must be one of {', '.join(TAB_BY_PARAM)}")
+    return TAB_BY_PARAM[text]
 
 
 def _metric_list(options: list[str]) -> Callable[[str], list[str]]:
@@ -79,6 +97,7 @@ def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) ->
     ui.seed_control(
         "exp_winsorize", "off", param="winsorize", parse=url_params.choice(tuple(WINSORIZE), "winsorize")
     )
+    ui.seed_control("exp_tab", "Results", param="tab", parse=_tab_label)
     if st.session_state["exp_experiment"] not in names:
         st.session_state["exp_experiment"] = names[0]
     st.session_state["exp_metrics"] = [name for name in st.session_state["exp_metrics"] if name in metrics]
@@ -265,10 +284,26 @@ def _positive_days(text: str) -> float:
     return days
 
 
-def _survival_section(store: Store, review: Review) -> None:
+def _seed_tab_controls(store: Store) -> list[str]:
+    """Seed the controls of the survival and segment tabs; returns the segment attributes.
+
+    Seeded on every run, open tab or not, so that the URL keeps their values while another tab
+    is shown.
+    """
     ui.seed_control("exp_inactivity", DEFAULT_INACTIVITY_DAYS, param="inactivity", parse=_positive_days)
     ui.seed_control("exp_horizon", DEFAULT_HORIZON_DAYS, param="horizon", parse=_positive_days)
     ui.seed_control("exp_max_day", DEFAULT_MAX_DAY, param="max_day", parse=_days)
+    attributes = ui.segment_attribute_names(store)
+    if attributes:
+        ui.seed_control(
+            "exp_segment", attributes[0], param="segment", parse=url_params.choice(attributes, "segment")
+        )
+        if st.session_state["exp_segment"] not in attributes:
+            st.session_state["exp_segment"] = attributes[0]
+    return attributes
+
+
+def _survival_section(store: Store, review: Review) -> None:
     first, second, third = st.columns(3)
     inactivity = first.number_input(
         "Inactivity (days)",
@@ -320,18 +355,12 @@ def _survival_section(store: Store, review: Review) -> None:
         ui.download_csv(retention, f"{experiment}_retention_by_day.csv", key="download_exp_retention")
 
 
-def _segments_section(store: Store, design: Design, options: Options) -> None:
-    attributes = ui.segment_attribute_names(store)
+def _segments_section(store: Store, design: Design, options: Options, attributes: list[str]) -> None:
     if not attributes:
         st.info(
             "The users table has no attributes to segment by: load a users file with columns such as country."
         )
         return
-    ui.seed_control(
-        "exp_segment", attributes[0], param="segment", parse=url_params.choice(attributes, "segment")
-    )
-    if st.session_state["exp_segment"] not in attributes:
-        st.session_state["exp_segment"] = attributes[0]
     attribute = st.selectbox("Users attribute", attributes, key="exp_segment")
     try:
         with st.spinner("Reviewing each segment..."):
@@ -423,8 +452,29 @@ def _planning_section(store: Store, design: Design, review: Review) -> None:
     )
 
 
-def _ltv_section(store: Store, review: Review) -> Review:
-    """The model-based metric: computed on demand; the review with its rows once computed."""
+def _ltv_key(store: Store, review: Review) -> tuple:
+    """What a computed LTV result belongs to: the store's version and the review's settings."""
+    return (
+        store.version(),
+        cached_experiments.design_key(review.design),
+        cached_experiments.options_key(review.options),
+    )
+
+
+def _with_saved_ltv(store: Store, review: Review) -> Review:
+    """The review with the predicted-LTV rows computed earlier for these settings, if any.
+
+    Read outside the LTV tab: only the open tab runs, so the Results tab and the sample ratio
+    verdict above the tabs take the rows from here.
+    """
+    saved = st.session_state.get(LTV_STATE)
+    if saved is None or saved[0][:-1] != _ltv_key(store, review):
+        return review
+    return saved[1]
+
+
+def _ltv_section(store: Store, review: Review) -> None:
+    """The model-based metric: computed on demand and kept for the Results tab."""
     st.caption(
         f"**Model-based.** Each user's revenue over the {LTV_HORIZON_DAYS} days after the end of the day of "
         f"assignment + N days, as predicted by a saved model from what the user did up to then. A difference is "
@@ -436,14 +486,9 @@ def _ltv_section(store: Store, review: Review) -> Review:
             f"No registered model with a {LTV_HORIZON_DAYS}-day horizon: train one on the Models page "
             f"(horizon {LTV_HORIZON_DAYS} days)."
         )
-        return review
+        return
     model = st.selectbox("Model folder", models, key="exp_ltv_model")
-    key = (
-        store.version(),
-        cached_experiments.design_key(review.design),
-        cached_experiments.options_key(review.options),
-        model,
-    )
+    key = (*_ltv_key(store, review), model)
     if st.button("Compute predicted LTV", key="exp_ltv_run", icon=":material/play_arrow:"):
         bar = st.progress(0.0, text="Scoring users...")
         try:
@@ -456,13 +501,13 @@ def _ltv_section(store: Store, review: Review) -> Review:
         except TenureError as error:
             bar.empty()
             ui.show_error(error)
-            return review
+            return
         bar.empty()
         st.session_state[LTV_STATE] = (key, extended)
     saved = st.session_state.get(LTV_STATE)
     if saved is None or saved[0] != key:
         st.caption("Scoring takes one model run per assignment day: tens of seconds on a large experiment.")
-        return review
+        return
     extended = saved[1]
     rows = extended.results[extended.results["metric"] == LTV_METRIC]
     st.dataframe(
@@ -472,7 +517,7 @@ def _ltv_section(store: Store, review: Review) -> Review:
     )
     for note in extended.warnings[len(review.warnings) :]:
         st.caption(note)
-    return extended
+    st.caption("These rows are also in the Results tab's table, summary and downloads.")
 
 
 def main() -> None:
@@ -510,31 +555,40 @@ def main() -> None:
         ui.show_error(error)
         return
 
+    attributes = _seed_tab_controls(store)
+    shown = _with_saved_ltv(store, review)
+    _srm_section(shown)
     results_tab, time_tab, survival_tab, segments_tab, planning_tab, ltv_tab = st.tabs(
-        ["Results", "Over time", "Retention & survival", "Segments", "Planning", "Predicted LTV"]
+        list(TABS), key="exp_tab", on_change="rerun"
     )
-    with ltv_tab:
-        shown = _ltv_section(store, review)
-    with results_tab:
-        _srm_section(shown)
-        _summary_card(shown)
-        _results_section(shown)
-    with time_tab:
-        _cumulative_section(review)
-    with survival_tab:
-        _survival_section(store, review)
+    if results_tab.open:
+        with results_tab:
+            _summary_card(shown)
+            _results_section(shown)
+    if time_tab.open:
+        with time_tab:
+            _cumulative_section(review)
+    if survival_tab.open:
+        with survival_tab:
+            _survival_section(store, review)
+    if segments_tab.open:
+        with segments_tab:
+            _segments_section(store, design, options, attributes)
+    if planning_tab.open:
+        with planning_tab:
+            _planning_section(store, design, review)
+    if ltv_tab.open:
+        with ltv_tab:
+            _ltv_section(store, review)
     params.update(
+        tab=TABS[st.session_state["exp_tab"]],
         inactivity=f"{st.session_state['exp_inactivity']:g}",
         horizon=f"{st.session_state['exp_horizon']:g}",
         max_day=str(st.session_state["exp_max_day"]),
     )
-    with segments_tab:
-        _segments_section(store, design, options)
     if st.session_state.get("exp_segment"):
         params["segment"] = st.session_state["exp_segment"]
     ui.share_in_url(params)
-    with planning_tab:
-        _planning_section(store, design, review)
 
 
 main()
