@@ -1,0 +1,106 @@
+"""Cold page loads: how long each page of the app takes to run the first time, on the sample store.
+
+Usage: python bench/bench_pages.py [--store sample_data/tenure.duckdb] [--repeat 1]
+
+Each page runs in a fresh process (so no cached result is reused) under
+``streamlit.testing.v1.AppTest``, on a copy of the store; the time is that of the page's first
+run after the home page, the same work a browser session does when it opens the page. Timings
+exclude the browser's drawing.
+
+The Experiments page runs only its open tab. The script also opens each of its tabs cold, one per
+process, and estimates what one cold visit would cost if every tab ran: the sum of the tabs'
+times with the part they share (listing and reviewing the experiment) counted once. The shared
+part is taken to be the cheapest tab's whole time, which it cannot exceed, so the estimate errs
+low.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAGES = (
+    ("pages/explore/retention.py", ""),
+    ("pages/explore/survival.py", ""),
+    ("pages/explore/lifecycle.py", ""),
+    ("pages/explore/funnels.py", ""),
+    ("pages/explore/stickiness.py", ""),
+    ("pages/experiments/experiments.py", ""),
+    ("pages/whatif/whatif.py", ""),
+    ("pages/models/models.py", ""),
+    ("pages/data/data.py", ""),
+)
+EXPERIMENT_PAGE = "pages/experiments/experiments.py"
+EXPERIMENT_TABS = ("results", "over-time", "survival", "segments", "planning", "ltv")
+TIMEOUT_SECONDS = 600
+
+
+def time_one_page(page: str, query: str) -> float:
+    """Run in a child process: the seconds of ``page``'s first run (after the home page)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_SECONDS)
+    at.run()
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        at.query_params[name] = value
+    started = time.perf_counter()
+    at.switch_page(page).run()
+    elapsed = time.perf_counter() - started
+    if at.exception:
+        raise SystemExit(f"{page}?{query}: the page raised {at.exception[0].value}")
+    return elapsed
+
+
+def cold_seconds(store: Path, page: str, query: str, repeat: int) -> float:
+    """The best of ``repeat`` cold runs of ``page``, each in a new process on a new copy of ``store``."""
+    timings = []
+    for _ in range(max(1, repeat)):
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(shutil.copy(store, Path(folder) / "store.duckdb"))
+            output = subprocess.run(
+                [sys.executable, __file__, "--child", page, query],
+                env={**os.environ, "TENURE_DB": str(copy)},
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            ).stdout
+        timings.append(float(output.strip().splitlines()[-1]))
+    return min(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=ROOT / "sample_data" / "tenure.duckdb")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--child", nargs=2, metavar=("PAGE", "QUERY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(f"{time_one_page(*args.child):.3f}")
+        return
+    for page, query in PAGES:
+        seconds = cold_seconds(args.store, page, query, args.repeat)
+        print(f"page  {page:<36} cold run {seconds:6.2f}s", flush=True)
+    tabs = {
+        tab: cold_seconds(args.store, EXPERIMENT_PAGE, f"tab={tab}", args.repeat) for tab in EXPERIMENT_TABS
+    }
+    shown = "  ".join(f"{tab}={seconds:.2f}s" for tab, seconds in tabs.items())
+    every_tab = sum(tabs.values()) - (len(tabs) - 1) * min(tabs.values())
+    print(
+        f"experiments  open tab only (results) {tabs['results']:.2f}s  every tab, estimated {every_tab:.2f}s "
+        f"({every_tab / tabs['results']:.1f}x)  per tab: {shown}"
+    )
+
+
+if __name__ == "__main__":
+    main()
