@@ -31,7 +31,7 @@ from core.ingest_read import file_columns, inspect_file
 from core.population import Filters, segment_attributes
 from core.schema import CANONICAL_TABLES
 from core.store import DB_ENV_VAR, Store, resolve_db_path
-from pages.shared import cached
+from pages.shared import cached, url_params
 
 CUSTOM_DATASET = "custom"
 DATASET_PARAM = "dataset"
@@ -130,6 +130,15 @@ def seed_control(
         except (TenureError, ValueError) as error:
             st.warning(f"URL parameter '{param}={text}' was ignored: {error}")
     st.session_state[key] = st.session_state[_REMEMBERED].get(key, default)
+
+
+def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
+    """A selectbox kept in the URL as ``param`` whose options depend on the store (saved models):
+    a remembered or linked value no longer offered falls back to the first option."""
+    seed_control(key, options[0], param=param, parse=url_params.choice(options, param))
+    if st.session_state[key] not in options:
+        st.session_state[key] = options[0]
+    return st.selectbox(label, options, key=key, **kwargs)
 
 
 # --- The dataset and the store ------------------------------------------------------------------
