@@ -295,11 +295,7 @@ def _seed_tab_controls(store: Store) -> list[str]:
     ui.seed_control("exp_max_day", DEFAULT_MAX_DAY, param="max_day", parse=_days)
     attributes = ui.segment_attribute_names(store)
     if attributes:
-        ui.seed_control(
-            "exp_segment", attributes[0], param="segment", parse=url_params.choice(attributes, "segment")
-        )
-        if st.session_state["exp_segment"] not in attributes:
-            st.session_state["exp_segment"] = attributes[0]
+        ui.seed_choice("exp_segment", attributes, param="segment")
     return attributes
 
 
@@ -453,7 +449,8 @@ def _planning_section(store: Store, design: Design, review: Review) -> None:
 
 
 def _ltv_key(store: Store, review: Review) -> tuple:
-    """What a computed LTV result belongs to: the store's version and the review's settings."""
+    """What a computed LTV result belongs to besides its model: the store's version and the
+    review's settings. ``LTV_STATE`` holds ``(this key, model folder, extended review)``."""
     return (
         store.version(),
         cached_experiments.design_key(review.design),
@@ -468,9 +465,9 @@ def _with_saved_ltv(store: Store, review: Review) -> Review:
     verdict above the tabs take the rows from here.
     """
     saved = st.session_state.get(LTV_STATE)
-    if saved is None or saved[0][:-1] != _ltv_key(store, review):
+    if saved is None or saved[0] != _ltv_key(store, review):
         return review
-    return saved[1]
+    return saved[2]
 
 
 def _ltv_section(store: Store, review: Review) -> None:
@@ -488,7 +485,7 @@ def _ltv_section(store: Store, review: Review) -> None:
         )
         return
     model = st.selectbox("Model folder", models, key="exp_ltv_model")
-    key = (*_ltv_key(store, review), model)
+    key = _ltv_key(store, review)
     if st.button("Compute predicted LTV", key="exp_ltv_run", icon=":material/play_arrow:"):
         bar = st.progress(0.0, text="Scoring users...")
         try:
@@ -503,12 +500,12 @@ def _ltv_section(store: Store, review: Review) -> None:
             ui.show_error(error)
             return
         bar.empty()
-        st.session_state[LTV_STATE] = (key, extended)
+        st.session_state[LTV_STATE] = (key, model, extended)
     saved = st.session_state.get(LTV_STATE)
-    if saved is None or saved[0] != key:
+    if saved is None or saved[:2] != (key, model):
         st.caption("Scoring takes one model run per assignment day: tens of seconds on a large experiment.")
         return
-    extended = saved[1]
+    extended = saved[2]
     rows = extended.results[extended.results["metric"] == LTV_METRIC]
     st.dataframe(
         figures_experiments.results_display(rows, review.design.days, review.options.correction, False),

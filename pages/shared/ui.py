@@ -132,12 +132,17 @@ def seed_control(
     st.session_state[key] = st.session_state[_REMEMBERED].get(key, default)
 
 
-def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
-    """A selectbox kept in the URL as ``param`` whose options depend on the store (saved models):
-    a remembered or linked value no longer offered falls back to the first option."""
+def seed_choice(key: str, options: list[str], *, param: str) -> None:
+    """``seed_control`` for a choice among ``options`` that depend on the store (attributes, saved
+    models): a remembered or linked value no longer offered falls back to the first option."""
     seed_control(key, options[0], param=param, parse=url_params.choice(options, param))
     if st.session_state[key] not in options:
         st.session_state[key] = options[0]
+
+
+def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
+    """A selectbox over store-dependent ``options``, kept in the URL as ``param`` (``seed_choice``)."""
+    seed_choice(key, options, param=param)
     return st.selectbox(label, options, key=key, **kwargs)
 
 
