@@ -8,6 +8,7 @@ Kaplan-Meier, pandas for the per-user outcomes, and the sample store's counterfa
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import json
 import warnings
 from pathlib import Path
@@ -19,12 +20,22 @@ from experiment_helpers import write_store
 from lifelines import KaplanMeierFitter
 from scipy.special import expit
 
+import core.whatif.rules
 from core.cli import main
 from core.errors import TenureError
 from core.store import Store
 from core.whatif.outcome_model import cross_fitted_predictions, ridge_fit, ridge_predict
 from core.whatif.policy_value import from_terms, naive_difference, propensity_matrix, terms, weight_summary
-from core.whatif.rules import Rule, check_rule, parse_rule, read_rule, rule_sql
+from core.whatif.rules import (
+    Rule,
+    check_rule,
+    parse_rule,
+    read_rule,
+    rule_from_query_param,
+    rule_sql,
+    rule_text_from_rows,
+    rule_to_query_param,
+)
 from core.whatif.survival_ipw import survival_at, weighted_kaplan_meier
 from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy, value_from_data
 from core.whatif.users import USER_COLUMNS, Outcome, UserData, parse_outcome, user_data
@@ -562,3 +573,26 @@ def test_sample_policy_values_against_truth(sample_store: Store, text: str, colu
             naive,
             aipw["value"],
         )
+
+
+def test_rule_from_editor_rows_round_trips_through_the_url() -> None:
+    """Editor rows (with the blanks a table editor leaves) -> CSV text -> URL form -> the same rule."""
+    edited = pd.DataFrame(
+        [("plan", " pro ", "b"), (np.nan, np.nan, np.nan), ("country", "US, CA", "b"), ("*", "*", "a")],
+        columns=["attribute", "value", "variant"],
+    )
+    text = rule_text_from_rows(edited.itertuples(index=False))
+    rule = parse_rule(text)
+    assert [(c.attribute, c.value, c.variant) for c in rule.conditions] == [
+        ("plan", "pro", "b"),
+        ("country", "US, CA", "b"),
+    ]
+    assert rule.default == "a"
+    linked = rule_from_query_param(rule_to_query_param(text))
+    assert linked.to_text() == rule.to_text()
+    with pytest.raises(TenureError, match="URL parameter 'rule'"):
+        rule_from_query_param("plan,pro,b")  # no default row
+
+
+def test_rules_doctests() -> None:
+    assert doctest.testmod(core.whatif.rules).failed == 0

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from core.whatif.users import attribute_columns
 
 HEADER = ("attribute", "value", "variant")
 WILDCARD = "*"
+URL_ROW_SEPARATOR = ";"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,41 @@ def parse_rule(text: str, name: str = "rule") -> Rule:
     if default is None:
         raise TenureError(f"{name}: no default row '*,*,VARIANT' at the end", fix)
     return Rule(name, tuple(conditions), default)
+
+
+def rule_text_from_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text of a rule typed as ``(attribute, value, variant)`` rows (a table editor's): empty
+    cells read as blank, empty rows are dropped, cells are trimmed and quoted where needed.
+    ``parse_rule`` checks the result, so a half-typed rule is reported, not guessed at.
+
+    Example:
+        >>> rule_text_from_rows([("plan", "pro, annual", "b"), (None, None, None), ("*", "*", "a")])
+        'attribute,value,variant\\nplan,"pro, annual",b\\n*,*,a\\n'
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HEADER)
+    for row in rows:
+        cells = ["" if cell is None or pd.isna(cell) else str(cell).strip() for cell in row]
+        if any(cells):
+            writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def rule_to_query_param(text: str) -> str:
+    """A rule's CSV text in the one-line form a URL keeps: its rows after the header joined by
+    ``;`` (rows holding a ``;`` do not round-trip)."""
+    return URL_ROW_SEPARATOR.join(line for line in text.splitlines()[1:] if line.strip())
+
+
+def rule_from_query_param(param: str, name: str = "URL parameter 'rule'") -> Rule:
+    """The rule of ``rule_to_query_param``'s form, checked by ``parse_rule``.
+
+    Example:
+        >>> rule_from_query_param("plan,pro,b;*,*,a").to_text()
+        'attribute,value,variant\\nplan,pro,b\\n*,*,a\\n'
+    """
+    return parse_rule("\n".join([",".join(HEADER), *param.split(URL_ROW_SEPARATOR)]), name)
 
 
 def build_rule(conditions: Sequence[tuple[str, str, str]], default: str, name: str = "rule") -> Rule:

@@ -16,7 +16,13 @@ from core.models import registry
 from core.store import Store
 from core.whatif import diagnostics, scenario
 from core.whatif.policy_value import ESTIMATORS as USER_ESTIMATORS
-from core.whatif.rules import HEADER, parse_rule
+from core.whatif.rules import (
+    HEADER,
+    WILDCARD,
+    rule_from_query_param,
+    rule_text_from_rows,
+    rule_to_query_param,
+)
 from core.whatif.segments import CHURN_RISK_DECILE
 from core.whatif.survival_ipw import DEFAULT_SURVIVAL_RESAMPLES
 from core.whatif.user_policies import UserPolicyValue
@@ -29,20 +35,11 @@ NO_MODEL = "none"
 SURVIVAL_STEP_DAYS = 1
 
 
-def _rule_rows(text: str) -> pd.DataFrame:
-    """URL form of a rule (rows ``attribute,value,variant`` joined by ';') -> editor rows."""
-    rule = parse_rule("\n".join([",".join(HEADER), *text.split(";")]), "URL parameter 'rule'")
-    rows = [(c.attribute, c.value, c.variant) for c in rule.conditions] + [("*", "*", rule.default)]
+def _rule_rows(param: str) -> pd.DataFrame:
+    """The editor's rows of a rule linked in the URL."""
+    rule = rule_from_query_param(param)
+    rows = [(c.attribute, c.value, c.variant) for c in rule.conditions] + [(WILDCARD, WILDCARD, rule.default)]
     return pd.DataFrame(rows, columns=list(HEADER))
-
-
-def _rule_text(rows: pd.DataFrame) -> str:
-    """Editor rows -> the rule's CSV text (empty rows dropped)."""
-    kept = rows.dropna(how="all").fillna("")
-    lines = [
-        ",".join(str(cell).strip() for cell in row) for row in kept[list(HEADER)].itertuples(index=False)
-    ]
-    return "\n".join([",".join(HEADER), *[line for line in lines if line.strip(",")]])
 
 
 def _risk_model(store: Store, params: dict[str, str]) -> str | None:
@@ -80,7 +77,7 @@ def _target_controls(
         return variant, None, None
     model_dir = _risk_model(store, params)
     if "wi_rule_rows" not in st.session_state:
-        default = pd.DataFrame([("*", "*", variants[0])], columns=list(HEADER))
+        default = pd.DataFrame([(WILDCARD, WILDCARD, variants[0])], columns=list(HEADER))
         text = ui.url_at_start().get("rule")
         try:
             st.session_state["wi_rule_rows"] = _rule_rows(text) if text else default
@@ -123,9 +120,11 @@ def _target_controls(
     upload = st.file_uploader(
         "Or upload a rule file (CSV attribute,value,variant)", type=["csv"], key="wi_rule_file"
     )
-    text = upload.getvalue().decode("utf-8-sig") if upload is not None else _rule_text(edited)
-    if upload is None:
-        params["rule"] = ";".join(text.splitlines()[1:])
+    if upload is not None:
+        text = upload.getvalue().decode("utf-8-sig")
+    else:
+        text = rule_text_from_rows(edited[list(HEADER)].itertuples(index=False))
+        params["rule"] = rule_to_query_param(text)
     return None, text, model_dir
 
 
