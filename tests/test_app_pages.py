@@ -132,5 +132,8 @@ def test_bad_upload_shows_an_error_naming_the_file(app: AppTest, tiny_store: Pat
     assert not app.exception, app.exception
     errors = " ".join(error.value for error in app.error)
     assert "orders_bad.csv" in errors
+    assert "Skip bad rows" in errors and "--skip-bad-rows" not in errors, (
+        "the app's own choice, not the CLI flag"
+    )
     assert count(tiny_store, "SELECT count(*) FROM events") == before
     assert count(tiny_store, "SELECT count(*) FROM load_history") == history_before
