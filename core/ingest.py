@@ -10,7 +10,8 @@ One load, in order (docs/ARCHITECTURE.md, "Ingest"):
    a staging temp table, and every check runs as set-based SQL over it: required values present,
    timestamps readable (core/timeparse.py), numbers numeric and in range; a CSV record with more
    or fewer fields than the header is a bad row too. Exact duplicate rows are dropped and
-   counted; in ``users`` a user id on two different rows is a bad row.
+   counted (candidates by a hash of each row, then compared column by column); in ``users`` a
+   user id on two different rows is a bad row.
 3. Bad rows refuse the whole file (``BadRowsError``, with their lines and reasons), unless
    ``skip_bad_rows``: then the good rows load and the bad ones go to a rejects CSV.
 4. The rows are inserted, a ``load_history`` row is written, and the transaction commits. Any
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from core.errors import TenureError
@@ -70,6 +72,7 @@ STAGING = f"temp.{quote_identifier(STAGING_TABLE)}"
 BAD_CELLS = "temp.ingest_bad_cells"
 EXCLUDED = "temp.ingest_excluded"
 ROW_GROUPS = "temp.ingest_row_groups"
+REPEATED_HASHES_VIEW = "ingest_repeated_hashes"
 
 
 @dataclass(frozen=True)
@@ -700,8 +703,8 @@ class _TableLoad:
     def validate(self) -> tuple[int, int]:
         """Find the bad rows and the exact duplicates; returns (bad row count, duplicate count).
 
-        Two cheap scans: one counts the bad rows, one groups the rows by the hash of all their
-        columns stored at staging and keeps the hashes seen more than once. Only when those find
+        Two cheap scans: one counts the bad rows, one finds the hashes of all a row's columns
+        (stored at staging) that are seen more than once. Only when those find
         something do the slower queries run: bad cells go to ``ingest_bad_cells`` (line,
         column, value, reason), and the lines to leave out of the insert (bad rows, and every
         copy of a duplicate but the first) to ``ingest_excluded``.
@@ -714,11 +717,7 @@ class _TableLoad:
         any_bad = " OR ".join(f"({check.bad_sql})" for check in self.checks) or "false"
         bad_sql = f"SELECT count_if({any_bad}) > 0 FROM {STAGING} AS s"
         any_bad_rows = self.cursor.execute(bad_sql, self._params_for(bad_sql)).fetchone()[0]
-        self.cursor.execute(
-            f"CREATE OR REPLACE TEMP TABLE {ROW_GROUPS.removeprefix('temp.')} AS "
-            f"SELECT {self.row_hash} AS row_hash FROM {STAGING} AS s GROUP BY row_hash HAVING count(*) > 1"
-        )
-        any_repeats = self.cursor.execute(f"SELECT count(*) > 0 FROM {ROW_GROUPS}").fetchone()[0]
+        any_repeats = self._store_repeated_row_hashes()
         if any_bad_rows:
             cells = " UNION ALL ".join(
                 f"SELECT {self.line}, {_literal(check.column)}, {check.value_sql}, "
@@ -733,6 +732,27 @@ class _TableLoad:
         bad = self.cursor.execute(f"SELECT count(DISTINCT line) FROM {BAD_CELLS}").fetchone()[0]
         self.cursor.execute(f"INSERT INTO {EXCLUDED} SELECT DISTINCT line FROM {BAD_CELLS}")
         return int(bad), duplicates
+
+    def _store_repeated_row_hashes(self) -> bool:
+        """Fill ``ingest_row_groups`` with the row hashes seen more than once; True if any.
+
+        numpy sorts the staged 64-bit hashes and compares neighbours: 0.35 s for 10M rows,
+        where DuckDB's ``GROUP BY ... HAVING count(*) > 1`` over 10M distinct keys took 0.9 s to
+        1.8 s (measured), a sixth of the whole load. Vectorised, no loop over rows; 8 bytes a
+        row held while it runs.
+        """
+        fetched = self.cursor.execute(f"SELECT {self.row_hash} AS row_hash FROM {STAGING} AS s").fetchnumpy()
+        hashes = np.sort(np.asarray(fetched["row_hash"], dtype=np.uint64))
+        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+        self.cursor.register(REPEATED_HASHES_VIEW, pd.DataFrame({"row_hash": repeated}))
+        try:
+            self.cursor.execute(
+                f"CREATE OR REPLACE TEMP TABLE {ROW_GROUPS.removeprefix('temp.')} AS "
+                f"SELECT CAST(row_hash AS UBIGINT) AS row_hash FROM {REPEATED_HASHES_VIEW}"
+            )
+        finally:
+            self.cursor.unregister(REPEATED_HASHES_VIEW)
+        return len(repeated) > 0
 
     def _file_columns_sql(self) -> str:
         return ", ".join(f"s.{quote_identifier(name)}" for name in self.staged_types)

@@ -44,6 +44,8 @@ def _build(path: Path, seed: int = 3, users: int = 400) -> pd.DataFrame:
             name = str(rng.choice(["view", "purchase", "click"], p=[0.6, 0.15, 0.25]))
             revenue = float(rng.gamma(2, 10)) if name == "purchase" else 0.0
             session = f"s{index}-{int(offset // 1.5)}"
+            if index % 5 == 0 and int(offset) % 3 == 0:
+                session = None  # events without a session still count, as no session
             if assigned + dt.timedelta(days=offset) > ORIGIN + dt.timedelta(days=44):
                 continue  # the data ends on day 44: late users' day 7 has not ended
             events.append((user, assigned + dt.timedelta(days=offset), name, revenue, session))
