@@ -81,9 +81,7 @@ def _metric_list(options: list[str]) -> Callable[[str], list[str]]:
 
 def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
-    ui.seed_control(
-        "exp_experiment", names[0], param="experiment", parse=url_params.choice(names, "experiment")
-    )
+    ui.seed_choice("exp_experiment", names, param="experiment")
     ui.seed_control("exp_metrics", defaults, param="metrics", parse=_metric_list(metrics))
     ui.seed_control("exp_days", DEFAULT_DAYS, param="days", parse=_days)
     ui.seed_control("exp_control", None, param="control")
@@ -98,8 +96,6 @@ def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) ->
         "exp_winsorize", "off", param="winsorize", parse=url_params.choice(tuple(WINSORIZE), "winsorize")
     )
     ui.seed_control("exp_tab", "Results", param="tab", parse=_tab_label)
-    if st.session_state["exp_experiment"] not in names:
-        st.session_state["exp_experiment"] = names[0]
     st.session_state["exp_metrics"] = [name for name in st.session_state["exp_metrics"] if name in metrics]
 
 
