@@ -55,6 +55,8 @@ PAGES = (
     ("/experiments?tab=planning", "Experiments", "experiments_planning"),
     ("/experiments?tab=ltv", "Experiments", "experiments_ltv"),
     ("/whatif?horizon=30&estimators=ipw&resamples=20", "What-if", "whatif"),
+    ("/whatif?tab=long-term", "What-if", "whatif_long_term"),
+    ("/whatif?tab=scenario&horizon=30", "What-if", "whatif_scenario"),
     ("/models", "Models", "models"),
     ("/score", "Score", "score"),
     ("/data", "Data", "data"),

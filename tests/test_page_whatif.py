@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import test_whatif_segments
-from app_helpers import APP, TIMEOUT, count, metric_value, open_page, table_with
+from app_helpers import APP, TIMEOUT, count, metric_value, open_page, open_tab, table_with
 from model_helpers import copy_store
 from streamlit.testing.v1 import AppTest
 
@@ -69,6 +69,11 @@ def test_long_term_estimates_sit_next_to_the_ground_truth(whatif_app: AppTest, p
     assert [title.value for title in at.title] == ["What-if"]
     assert any("simulated" in box.value for box in at.info)
     assert at.selectbox(key="wi_experiment").value == "rec_policy"
+    # The Click rate tab opens first: the long-term controls are drawn, nothing is estimated.
+    assert not any("estimator" in frame.value.columns for frame in at.dataframe)
+    assert at.query_params.get("tab") == "click-rate"
+    at = open_tab(at, "wi_tab", "Long-term outcomes")
+    assert at.query_params.get("tab") == "long-term"
     variants = ["personalised", "popularity"]
     retention = [truth(page_store_path, v, "retention_30d") for v in variants]
     table = long_term_table(at, retention[0])
@@ -79,7 +84,9 @@ def test_long_term_estimates_sit_next_to_the_ground_truth(whatif_app: AppTest, p
     revenue = long_term_table(at, truth(page_store_path, "popularity", "revenue_90d_per_user"))
     assert set(revenue["estimator"]) == {"aipw", "ipw", "hajek", "mean"}
     assert metric_value(at, "Share without support") == "0.0%"
-    assert len(at.get("plotly_chart")) >= 4
+    assert len(at.get("plotly_chart")) == 3, (
+        "both outcomes and the survival curve; the closed Scenario tab waits"
+    )
     assert at.query_params.get("experiment") == "rec_policy"
     assert at.query_params.get("retention_day") == "30"
 
@@ -169,8 +176,10 @@ def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, pa
             "assume_ret": "10",
             "assume_rev": "-5",
             "reach": "50",
+            "tab": "scenario",
         },
     )
+    assert at.session_state["wi_tab"] == "Scenario"
     assert at.radio(key="wi_mode").value == "rule"
     assert any("rule" in table.value["policy"].tolist() for table in at.dataframe if "policy" in table.value)
     inputs = table_with(at, "input", "value", "source", "note").set_index("input")
@@ -189,6 +198,17 @@ def test_rule_and_scenario_assumptions_come_from_the_url(whatif_app: AppTest, pa
     assert retained.loc["chosen", "value"] == pytest.approx(retained.loc["current", "value"] * 1.05)
     assert at.query_params.get("rule") == "platform,ios,personalised;*,*,popularity"
     assert at.query_params.get("reach") == "50"
+    # Another tab: the scenario's controls keep their values, and its projection is not measured.
+    at = open_tab(at, "wi_tab", "Click rate")
+    assert at.slider(key="wi_reach").value == 50
+    assert not any("figure" in frame.value.columns for frame in at.dataframe)
+    assert at.query_params.get("reach") == "50" and at.query_params.get("tab") == "click-rate"
+
+
+def test_a_bad_tab_in_the_url_warns_and_opens_the_first(whatif_app: AppTest) -> None:
+    at = open_with_url(whatif_app, {"tab": "nonsense"})
+    assert any("tab=nonsense" in box.value for box in at.warning)
+    assert at.session_state["wi_tab"] == "Click rate"
 
 
 def test_store_without_log_or_experiments_says_what_to_load(app: AppTest) -> None:
@@ -216,7 +236,9 @@ def open_segment_rule(
 ) -> AppTest:
     monkeypatch.setenv("TENURE_DB", str(segment_store))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    return open_with_url(at, {"experiment": "risk", "policy": "rule", "retention_day": "30", **params})
+    return open_with_url(
+        at, {"experiment": "risk", "policy": "rule", "retention_day": "30", "tab": "long-term", **params}
+    )
 
 
 def rule_estimate(at: AppTest, target: str) -> float:

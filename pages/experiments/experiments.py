@@ -43,7 +43,6 @@ TABS = {
     "Planning": "planning",
     "Predicted LTV": "ltv",
 }
-TAB_BY_PARAM = {param: label for label, param in TABS.items()}
 
 
 def metric_options(store: Store) -> list[str]:
@@ -63,12 +62,6 @@ def _days(text: str) -> int:
 
 def _flag(text: str) -> bool:
     return text.lower() in ("1", "true", "on")
-
-
-def _tab_label(text: str) -> str:
-    if text not in TAB_BY_PARAM:
-        raise ValueError(f"tab must be one of {', '.join(TAB_BY_PARAM)}")
-    return TAB_BY_PARAM[text]
 
 
 def _metric_list(options: list[str]) -> Callable[[str], list[str]]:
@@ -95,7 +88,7 @@ def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) ->
     ui.seed_control(
         "exp_winsorize", "off", param="winsorize", parse=url_params.choice(tuple(WINSORIZE), "winsorize")
     )
-    ui.seed_control("exp_tab", "Results", param="tab", parse=_tab_label)
+    ui.seed_control("exp_tab", "Results", param="tab", parse=url_params.tab(TABS))
     st.session_state["exp_metrics"] = [name for name in st.session_state["exp_metrics"] if name in metrics]
 
 

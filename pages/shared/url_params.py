@@ -23,6 +23,18 @@ def choice(options: Sequence[str], name: str) -> Callable[[str], str]:
     return parse
 
 
+def tab(tabs: dict[str, str]) -> Callable[[str], str]:
+    """The label of the tab whose URL name is given; ``tabs`` maps each label to its URL name."""
+    labels = {name: label for label, name in tabs.items()}
+
+    def parse(text: str) -> str:
+        if text not in labels:
+            raise ValueError(f"tab must be one of {', '.join(labels)}")
+        return labels[text]
+
+    return parse
+
+
 def names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
     """A comma-separated list of names, each one of ``known``."""
 

@@ -260,11 +260,17 @@ def _show_outcome(
 
 
 def long_term_section(
-    store: Store, experiments: list[str], truth: pd.DataFrame | None, params: dict[str, str]
+    store: Store,
+    experiments: list[str],
+    truth: pd.DataFrame | None,
+    params: dict[str, str],
+    *,
+    estimate: bool = True,
 ) -> tuple[dict[str, UserPolicyValue], dict]:
     """The tab: experiment, target and outcome controls, both outcomes' estimates and the weighted
     survival curve; returns the estimates by outcome (the scenario tab's effects) and its part of
-    the page's JSON document."""
+    the page's JSON document. With ``estimate`` False only the controls are drawn (their values
+    and the URL stay) and nothing is estimated."""
     st.caption(
         "Estimated from an experiment's logged assignments and their propensities: each user's outcome "
         "measured from their own assignment, had every user got a variant, or the variant a rule gives them. "
@@ -276,6 +282,8 @@ def long_term_section(
         )
         return {}, {}
     choice = _long_term_controls(store, experiments, params)
+    if not estimate:
+        return {}, {}
     horizon = max(int(params["retention_day"]), int(params["revenue_days"]), scenario.DEFAULT_HORIZON_DAYS)
     days = tuple(float(day) for day in range(0, horizon + 1, SURVIVAL_STEP_DAYS))
     results: dict[str, UserPolicyValue] = {}

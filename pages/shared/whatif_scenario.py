@@ -59,9 +59,12 @@ def _effects(
     )
 
 
-def scenario_section(store: Store, results: dict[str, UserPolicyValue], params: dict[str, str]) -> dict:
+def scenario_section(
+    store: Store, results: dict[str, UserPolicyValue], params: dict[str, str], *, estimate: bool = True
+) -> dict:
     """The tab: the current base's projection under the chosen strategy, with the effects taken
-    from the long-term tab's ``results`` or typed in; returns its part of the page's JSON document."""
+    from the long-term tab's ``results`` or typed in; returns its part of the page's JSON document.
+    With ``estimate`` False only the controls are drawn and nothing is measured."""
     st.caption(
         "The current user base (every user with an event in the last A days) over the next H days: each user's "
         "baseline under the current strategy, times the relative effect of the chosen one. Every figure says "
@@ -94,7 +97,7 @@ def scenario_section(store: Store, results: dict[str, UserPolicyValue], params: 
         active_days=str(int(active_days)), horizon=str(int(horizon)), reach=str(int(reach)), baseline=chosen
     )
     effects = _effects(results, params)
-    if effects is None:
+    if effects is None or not estimate:
         return {}
     try:
         spec = scenario.BaselineSpec(int(horizon), int(active_days), None if chosen == OBSERVED else chosen)

@@ -6,7 +6,13 @@ of a variant or a rule from an experiment with propensities (with the weighted s
 an early read of a long-term outcome for recent users (surrogate index, with its backtest),
 and a scenario that projects the current user base's retained users and revenue under the chosen
 strategy. Every estimate shows its interval and diagnostics; on a simulated store the ground truth
-is shown next to it, labelled. Every control is kept in the URL (uploaded files are not).
+is shown next to it, labelled. Every control is kept in the URL (uploaded files are not), and so
+is the open tab.
+
+Every tab draws its controls on every run, so that their values and the URL survive a switch of
+tab, but the long-term estimates run only while the Long-term, Scenario or Downloads tab is open
+(the scenario takes its effects from them) and the scenario's baseline only while the Scenario or
+Downloads tab is: a cold visit to the Click rate tab reads neither.
 """
 
 from __future__ import annotations
@@ -15,10 +21,19 @@ import streamlit as st
 
 from core import figures_whatif
 from core.errors import TenureError
-from pages.shared import cached_whatif, ui, whatif_early_read
+from pages.shared import cached_whatif, ui, url_params, whatif_early_read
 from pages.shared.whatif_click_rate import click_rate_section
 from pages.shared.whatif_long_term import long_term_section
 from pages.shared.whatif_scenario import scenario_section
+
+# Tab label -> its name in the URL.
+TABS = {
+    "Click rate": "click-rate",
+    "Long-term outcomes": "long-term",
+    "Early read": "early-read",
+    "Scenario": "scenario",
+    "Downloads": "downloads",
+}
 
 
 def main() -> None:
@@ -39,20 +54,29 @@ def main() -> None:
             f"'{figures_whatif.TRUTH_LABEL}'. Real data have none.",
             icon=":material/science:",
         )
-    params: dict[str, str] = {}
+    ui.seed_control("wi_tab", "Click rate", param="tab", parse=url_params.tab(TABS))
     click_tab, long_tab, early_tab, scenario_tab, download_tab = st.tabs(
-        ["Click rate", "Long-term outcomes", "Early read", "Scenario", "Downloads"]
+        list(TABS), key="wi_tab", on_change="rerun"
     )
+    params: dict[str, str] = {"tab": TABS[st.session_state["wi_tab"]]}
     document: dict = {}
     with click_tab:
         document.update(click_rate_section(store, policies, truth, params))
     with long_tab:
-        results, long_term = long_term_section(store, experiments, truth, params)
+        results, long_term = long_term_section(
+            store,
+            experiments,
+            truth,
+            params,
+            estimate=long_tab.open or scenario_tab.open or download_tab.open,
+        )
         document.update(long_term)
     with early_tab:
         document.update(whatif_early_read.early_read_section(store, experiments, params))
     with scenario_tab:
-        document.update(scenario_section(store, results, params))
+        document.update(
+            scenario_section(store, results, params, estimate=scenario_tab.open or download_tab.open)
+        )
     ui.share_in_url(params)
     with download_tab:
         st.caption(
