@@ -122,6 +122,16 @@ class BadRowsError(TenureError):
         super().__init__(message, hint)
         self.bad_rows = bad_rows
 
+    def with_skip(self, how: str) -> BadRowsError:
+        """The same refusal, its hint naming how to skip the bad rows where the user is (the
+        command line's flag by default; a page's own checkbox)."""
+        return BadRowsError(self.message, bad_rows_hint(how), self.bad_rows)
+
+
+def bad_rows_hint(how: str) -> str:
+    """What to do about refused rows; ``how`` says how to load only the good ones."""
+    return f"fix those rows, or {how} (the bad ones go to a rejects file)"
+
 
 @dataclass(frozen=True)
 class ColumnPlan:
@@ -803,7 +813,7 @@ class _TableLoad:
         more = ", ..." if bad_lines > SHOWN_BAD_ROWS else ""
         return BadRowsError(
             f"{self.source.path}: {bad_lines:,} bad row{plural}, nothing loaded; {shown}{more}",
-            "fix those rows, or load the good rows with --skip-bad-rows (the bad ones go to a rejects file)",
+            bad_rows_hint("load the good rows with --skip-bad-rows"),
             frame,
         )
 

@@ -95,4 +95,7 @@ def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Pat
     assert not app.exception, app.exception
     errors = " ".join(box.value for box in app.error)
     assert "line 3, event_time" in errors and "nothing scored" in errors
+    assert "Skip bad rows" in errors and "--skip-bad-rows" not in errors, (
+        "the page's own choice, not the CLI flag"
+    )
     assert table_with(app, "line", "column", "reason")["line"].tolist() == [3]

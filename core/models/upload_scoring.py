@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import TenureError
-from core.ingest import BadRowsError, IngestResult, ingest_file
+from core.ingest import BadRowsError, IngestResult, bad_rows_hint, ingest_file
 from core.models.artifacts import MODEL_FILE
 from core.models.drift import (
     FLAG_COLUMNS,
@@ -278,7 +278,7 @@ def score_upload(
         except BadRowsError as error:
             raise BadRowsError(
                 error.message.replace(str(events_path), name).replace("nothing loaded", "nothing scored"),
-                "fix those rows, or score the good rows with --skip-bad-rows (the bad ones go to a rejects file)",
+                bad_rows_hint("score the good rows with --skip-bad-rows"),
                 error.bad_rows,
             ) from error
         users = None if users_path is None else ingest_file(store, Path(users_path), table="users")

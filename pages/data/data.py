@@ -103,11 +103,7 @@ def _upload_section(store: Store) -> None:
                 source_name=uploaded.name,
             )
     except BadRowsError as error:
-        # The library's hint names the command-line flag; here the choice is the checkbox above.
-        hint = (
-            "fix those rows, or tick 'Skip bad rows' above and load again (the bad ones go to a rejects file)"
-        )
-        ui.show_file_error(TenureError(error.message, hint), path, uploaded.name)
+        ui.show_file_error(error.with_skip("tick 'Skip bad rows' above and load again"), path, uploaded.name)
         st.dataframe(error.bad_rows, hide_index=True, key="data_bad_rows")
         ui.download_csv(error.bad_rows, f"{path.stem}_bad_rows.csv", key="download_bad_rows")
         return

@@ -119,7 +119,7 @@ def _run(
         )
     except BadRowsError as error:
         bar.empty()
-        ui.show_file_error(error, path, name)
+        ui.show_file_error(error.with_skip("tick 'Skip bad rows' above and score again"), path, name)
         st.dataframe(error.bad_rows, hide_index=True, key="score_bad_rows")
         ui.download_csv(error.bad_rows, f"{Path(name).stem}_bad_rows.csv", key="download_score_bad_rows")
         return
