@@ -32,8 +32,10 @@ Definitions (docs/METRICS.md, "Funnels"):
 - **Week**: the ISO week (Monday, UTC) of the user's first step-1 event (``any``: first step
   event); conversion over time groups users by it.
 
-How it runs: one DuckDB query per funnel. Events are kept as ``(user_key, t, code)`` with ``t``
-in epoch microseconds and ``code`` the step index. For ``ordered`` mode the longest try is found
+How it runs: one DuckDB query walks the funnel (``walk_funnel``) into one row per entered user
+(level, first step-1 time, step gaps, breakdown group); every view is a small aggregate over
+that walk (``FunnelWalk``), so a page showing them all walks the events once. Events are kept
+as ``(user_key, t, code)`` with ``t`` in epoch microseconds and ``code`` the step index. For ``ordered`` mode the longest try is found
 in one forward pass per step, an ASOF join: a step-j event continues the latest step j-1 event
 before it that ends a valid try, whose anchor is the latest possible and so has the most room
 left in the window (the state ClickHouse's ``windowFunnel`` keeps). ``strict`` joins each step
@@ -48,8 +50,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.breakdown import Breakdown, group_sql, parse_breakdown
 from core.durations import format_duration, parse_duration
@@ -377,11 +381,9 @@ funnel_users AS MATERIALIZED (
 )"""
 
 
-def _group_select(spec: FunnelSpec) -> tuple[str, str, str]:
-    """(select list prefix, join, group-by prefix) to add the breakdown group to a query."""
-    if spec.breakdown is None:
-        return "", "", ""
-    return 'g."group", ', " JOIN groups g ON g.user_key = u.user_key", '"group", '
+def _group_select(grouped: bool) -> tuple[str, str]:
+    """(select list prefix, group-by prefix) to carry the walk's breakdown group into a query."""
+    return ('u."group", ', '"group", ') if grouped else ("", "")
 
 
 def _step_counts_sql(levels: str, steps: int, grouped: bool) -> str:
@@ -401,15 +403,6 @@ FROM (SELECT DISTINCT "group" FROM ({levels})) gr
 CROSS JOIN (SELECT unnest(range(1, {steps + 1})) AS step) s
 LEFT JOIN ({levels}) u ON u."group" = gr."group" AND u.level >= s.step
 GROUP BY gr."group", s.step ORDER BY gr."group", s.step"""
-
-
-def funnel_sql(store: Store, spec: FunnelSpec, filters: Filters) -> tuple[str, list[Any]]:
-    """The funnel's DuckDB query: ``[group,] step, users`` for steps 1..k (users reaching each)."""
-    pieces, params = _levels_sql(store, spec, filters)
-    group_column, group_join, _ = _group_select(spec)
-    levels = f"SELECT {group_column}u.level FROM funnel_users u{group_join}"
-    counts = _step_counts_sql("SELECT * FROM user_levels", len(spec.steps), spec.breakdown is not None)
-    return f"WITH {pieces},\nuser_levels AS MATERIALIZED ({levels}){counts}", params
 
 
 def _conversion_columns(frame: pd.DataFrame, keys: list[str], confidence: float = 0.95) -> pd.DataFrame:
@@ -445,165 +438,231 @@ def _empty(columns: tuple[str, ...], keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in [*keys, *columns]})
 
 
-def funnel_table(store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95) -> pd.DataFrame:
-    """Users reaching each step, and conversion with Wilson intervals.
+@dataclass(frozen=True)
+class FunnelWalk:
+    """A funnel walked once: one row per user who entered it, which every view of it aggregates.
 
-    Returns:
-        One row per (group,) step 1..k with columns ``[group,] step, event_name, users,
-        conversion_from_start, conversion_from_previous, lower_from_start, upper_from_start,
-        lower_from_previous, upper_from_previous``. Rates are fractions 0..1; NaN where the
-        denominator is 0. Without a breakdown the frame always has k rows (zeros when no user
-        entered the funnel); with one, a group appears when at least one of its users entered.
+    Walking is the costly part (a pass over the events per step); the views (the table with and
+    without the breakdown, times between steps, their histogram, conversion by week, the users
+    behind a step) each read only these per-user rows. A page that shows them all walks once.
+
+    ``users`` columns: ``user_key``; ``level`` 1..k; ``first_time``, the first step-1 event
+    (``any``: first step event) in epoch microseconds; ``gap_2 .. gap_k``, the microseconds from
+    step j-1 to step j (NULL when not reached, and for ``any``); ``group``, the user's breakdown
+    group (NULL without a breakdown; every user of the population has one group).
     """
-    sql, params = funnel_sql(store, spec, filters)
-    frame = store.query_df(sql, params)
-    keys = ["group"] if spec.breakdown else []
-    frame["users"] = frame["users"].astype("int64")
-    frame["step"] = frame["step"].astype("int64")
-    frame["event_name"] = [spec.steps[step - 1] for step in frame["step"]]
-    if frame.empty:
-        return _empty(TABLE_COLUMNS, keys)
-    return _conversion_columns(frame, keys, confidence)[[*keys, *TABLE_COLUMNS]]
 
+    spec: FunnelSpec
+    users: pa.Table
 
-def funnel_users(
-    store: Store, spec: FunnelSpec, filters: Filters, step: int, outcome: str = "reached"
-) -> pd.DataFrame:
-    """The users behind one step: who reached it, or who dropped before it.
+    @property
+    def grouped(self) -> bool:
+        return self.spec.breakdown is not None
 
-    Args:
-        step: 1..k.
-        outcome: ``reached``: users whose level is at least ``step``; ``dropped``: users who
-            reached step ``step - 1`` but not ``step`` (``step`` >= 2), the drop-off the bar chart
-            shows between the two steps.
+    def _query(self, sql: str) -> pd.DataFrame:
+        """``sql`` over the walk, registered as ``funnel_users``, in a private in-memory DuckDB."""
+        with duckdb.connect() as connection:
+            connection.register("funnel_users", self.users)
+            return connection.execute(sql).df()
 
-    Returns:
-        Columns ``user_id, level, first_step_time`` (UTC timestamp of the first step-1 event),
-        sorted by user_id.
-    """
-    k = len(spec.steps)
-    if isinstance(step, bool) or not isinstance(step, int | np.integer) or not 1 <= step <= k:
-        raise TenureError(f"step {step} is out of range", f"use a step from 1 to {k}")
-    if outcome not in OUTCOMES:
-        raise TenureError(f"unknown outcome '{outcome}'", f"use one of {', '.join(OUTCOMES)}")
-    if outcome == "dropped" and step == 1:
-        raise TenureError("nobody drops before step 1", "ask for the users who dropped at step 2 or later")
-    pieces, params = _levels_sql(store, spec, filters)
-    condition = f"u.level >= {int(step)}" if outcome == "reached" else f"u.level = {int(step) - 1}"
-    sql = f"""
-WITH {pieces},
-chosen AS (SELECT user_key, level, first_time FROM funnel_users u WHERE {condition})
-SELECT ids.user_id, c.level, make_timestamp(c.first_time) AS first_step_time
-FROM chosen c JOIN (
-    SELECT DISTINCT user_key, user_id FROM {keyed_events_sql(store)}
-    WHERE user_key IN (SELECT user_key FROM chosen)
-) ids ON ids.user_key = c.user_key
-ORDER BY ids.user_id"""
-    frame = store.query_df(sql, params)
-    frame["level"] = frame["level"].astype("int64")
-    return frame[list(USER_COLUMNS)]
+    def table(self, confidence: float = 0.95, *, by_group: bool = True) -> pd.DataFrame:
+        """Users reaching each step, and conversion with Wilson intervals.
 
+        Args:
+            by_group: one funnel per breakdown group (when the spec has a breakdown); False
+                gives the funnel of all entered users.
 
-def _step_gaps_sql(spec: FunnelSpec) -> str:
-    """SELECT of ``[group,] step, seconds``: one row per user and reached step j >= 2."""
-    group_column, group_join, _ = _group_select(spec)
-    k = len(spec.steps)
-    return " UNION ALL ".join(
-        f"SELECT {group_column}{step} AS step, u.gap_{step} / {_MICROSECONDS} AS seconds "
-        f"FROM funnel_users u{group_join} WHERE u.gap_{step} IS NOT NULL"
-        for step in range(2, k + 1)
-    )
+        Returns:
+            One row per (group,) step 1..k with columns ``[group,] step, event_name, users,
+            conversion_from_start, conversion_from_previous, lower_from_start, upper_from_start,
+            lower_from_previous, upper_from_previous``. Rates are fractions 0..1; NaN where the
+            denominator is 0. Without groups the frame always has k rows (zeros when no user
+            entered the funnel); with them, a group appears when at least one of its users entered.
+        """
+        grouped = by_group and self.grouped
+        group_column, _ = _group_select(grouped)
+        levels = f"SELECT {group_column}u.level FROM funnel_users u"
+        frame = self._query(_step_counts_sql(levels, len(self.spec.steps), grouped))
+        keys = ["group"] if grouped else []
+        frame["users"] = frame["users"].astype("int64")
+        frame["step"] = frame["step"].astype("int64")
+        frame["event_name"] = [self.spec.steps[step - 1] for step in frame["step"]]
+        if frame.empty:
+            return _empty(TABLE_COLUMNS, keys)
+        return _conversion_columns(frame, keys, confidence)[[*keys, *TABLE_COLUMNS]]
 
+    def _step_gaps_sql(self, grouped: bool) -> str:
+        """SELECT of ``[group,] step, seconds``: one row per user and reached step j >= 2."""
+        group_column, _ = _group_select(grouped)
+        return " UNION ALL ".join(
+            f"SELECT {group_column}{step} AS step, u.gap_{step} / {_MICROSECONDS} AS seconds "
+            f"FROM funnel_users u WHERE u.gap_{step} IS NOT NULL"
+            for step in range(2, len(self.spec.steps) + 1)
+        )
 
-def step_times(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    """Time between consecutive steps (ordered and strict orders; empty for ``any``).
+    def step_times(self) -> pd.DataFrame:
+        """Time between consecutive steps (ordered and strict orders; empty for ``any``).
 
-    Returns:
-        One row per (group,) step j = 2..k that some user reached: ``[group,] step, event_name,
-        users`` (users who reached j), ``median_seconds``, ``q1_seconds``, ``q3_seconds`` (the
-        25th and 75th percentiles, interpolated), of the time from step j-1 to step j.
-    """
-    keys = ["group"] if spec.breakdown else []
-    if spec.order == "any":
-        return _empty(STEP_TIME_COLUMNS, keys)
-    pieces, params = _levels_sql(store, spec, filters)
-    group_key = '"group", ' if spec.breakdown else ""
-    sql = f"""
-WITH {pieces}
+        Returns:
+            One row per (group,) step j = 2..k that some user reached: ``[group,] step,
+            event_name, users`` (users who reached j), ``median_seconds``, ``q1_seconds``,
+            ``q3_seconds`` (the 25th and 75th percentiles, interpolated), of the time from step
+            j-1 to step j.
+        """
+        keys = ["group"] if self.grouped else []
+        if self.spec.order == "any":
+            return _empty(STEP_TIME_COLUMNS, keys)
+        _, group_key = _group_select(self.grouped)
+        frame = self._query(f"""
 SELECT {group_key}step, count(*) AS users, quantile_cont(seconds, 0.5) AS median_seconds,
     quantile_cont(seconds, 0.25) AS q1_seconds, quantile_cont(seconds, 0.75) AS q3_seconds
-FROM ({_step_gaps_sql(spec)})
-GROUP BY ALL ORDER BY {group_key}step"""
-    frame = store.query_df(sql, params)
-    if frame.empty:
-        return _empty(STEP_TIME_COLUMNS, keys)
-    frame["step"] = frame["step"].astype("int64")
-    frame["users"] = frame["users"].astype("int64")
-    frame["event_name"] = [spec.steps[step - 1] for step in frame["step"]]
-    return frame[[*keys, *STEP_TIME_COLUMNS]].reset_index(drop=True)
+FROM ({self._step_gaps_sql(self.grouped)})
+GROUP BY ALL ORDER BY {group_key}step""")
+        if frame.empty:
+            return _empty(STEP_TIME_COLUMNS, keys)
+        frame["step"] = frame["step"].astype("int64")
+        frame["users"] = frame["users"].astype("int64")
+        frame["event_name"] = [self.spec.steps[step - 1] for step in frame["step"]]
+        return frame[[*keys, *STEP_TIME_COLUMNS]].reset_index(drop=True)
 
+    def step_time_histogram(self) -> pd.DataFrame:
+        """How the time from step j-1 to step j is spread, in the bins of ``TIME_BINS``.
 
-def step_time_histogram(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    """How the time from step j-1 to step j is spread, in the bins of ``TIME_BINS``.
-
-    Returns:
-        ``step, event_name, bin`` (label), ``lower_seconds``, ``upper_seconds`` (None for the last
-        bin), ``users``: every bin of every step 2..k, zeros included (no breakdown).
-    """
-    if spec.order == "any":
-        return _empty(HISTOGRAM_COLUMNS, [])
-    plain = FunnelSpec(spec.steps, spec.window, spec.order, spec.exclusion)
-    pieces, params = _levels_sql(store, plain, filters)
-    bin_index = "CASE " + " ".join(
-        f"WHEN seconds < {TIME_BINS[index][0]} THEN {index}" for index in range(1, len(TIME_BINS))
-    )
-    sql = f"""
-WITH {pieces}
+        Returns:
+            ``step, event_name, bin`` (label), ``lower_seconds``, ``upper_seconds`` (None for the
+            last bin), ``users``: every bin of every step 2..k, zeros included (all entered users,
+            whatever the breakdown).
+        """
+        if self.spec.order == "any":
+            return _empty(HISTOGRAM_COLUMNS, [])
+        bin_index = "CASE " + " ".join(
+            f"WHEN seconds < {TIME_BINS[index][0]} THEN {index}" for index in range(1, len(TIME_BINS))
+        )
+        counts = self._query(f"""
 SELECT step, {bin_index} ELSE {len(TIME_BINS)} END AS bin_index, count(*) AS users
-FROM ({_step_gaps_sql(plain)})
-GROUP BY ALL"""
-    counts = store.query_df(sql, params)
-    found = {(int(row.step), int(row.bin_index)): int(row.users) for row in counts.itertuples()}
-    rows = []
-    for step in range(2, len(spec.steps) + 1):
-        for index, (lower, label) in enumerate(TIME_BINS, start=1):
-            upper = TIME_BINS[index][0] if index < len(TIME_BINS) else None
-            rows.append((step, spec.steps[step - 1], label, lower, upper, found.get((step, index), 0)))
-    return pd.DataFrame(rows, columns=list(HISTOGRAM_COLUMNS))
+FROM ({self._step_gaps_sql(False)})
+GROUP BY ALL""")
+        found = {(int(row.step), int(row.bin_index)): int(row.users) for row in counts.itertuples()}
+        rows = []
+        for step in range(2, len(self.spec.steps) + 1):
+            for index, (lower, label) in enumerate(TIME_BINS, start=1):
+                upper = TIME_BINS[index][0] if index < len(TIME_BINS) else None
+                rows.append(
+                    (step, self.spec.steps[step - 1], label, lower, upper, found.get((step, index), 0))
+                )
+        return pd.DataFrame(rows, columns=list(HISTOGRAM_COLUMNS))
 
+    def conversion_over_time(self, confidence: float = 0.95) -> pd.DataFrame:
+        """Conversion by the ISO week (Monday, UTC) of each user's first step-1 event.
 
-def conversion_over_time(
-    store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95
-) -> pd.DataFrame:
-    """Conversion by the ISO week (Monday, UTC) of each user's first step-1 event.
-
-    Returns:
-        ``week`` (date), ``step``, ``event_name``, ``users`` (of that week's users, those who
-        reached the step), ``conversion_from_start`` and its Wilson interval
-        ``lower_from_start``, ``upper_from_start``; sorted by week then step (no breakdown).
-    """
-    plain = FunnelSpec(spec.steps, spec.window, spec.order, spec.exclusion)
-    pieces, params = _levels_sql(store, plain, filters)
-    k = len(spec.steps)
-    sql = f"""
-WITH {pieces},
-weekly AS (
+        Returns:
+            ``week`` (date), ``step``, ``event_name``, ``users`` (of that week's users, those who
+            reached the step), ``conversion_from_start`` and its Wilson interval
+            ``lower_from_start``, ``upper_from_start``; sorted by week then step (all entered
+            users, whatever the breakdown).
+        """
+        k = len(self.spec.steps)
+        frame = self._query(f"""
+WITH weekly AS (
     SELECT CAST(date_trunc('week', make_timestamp(first_time)) AS DATE) AS week, level, count(*) AS users
     FROM funnel_users GROUP BY ALL
 )
 SELECT w.week, s.step, sum(w.users) FILTER (WHERE w.level >= s.step) AS users
 FROM (SELECT DISTINCT week FROM weekly) wk CROSS JOIN (SELECT unnest(range(1, {k + 1})) AS step) s
 JOIN weekly w ON w.week = wk.week
-GROUP BY ALL ORDER BY w.week, s.step"""
-    frame = store.query_df(sql, params)
-    if frame.empty:
-        return _empty(OVER_TIME_COLUMNS, [])
-    frame["users"] = frame["users"].fillna(0).astype("int64")
-    frame["step"] = frame["step"].astype("int64")
-    frame["week"] = pd.to_datetime(frame["week"]).dt.date
-    frame["event_name"] = [spec.steps[step - 1] for step in frame["step"]]
-    frame = _conversion_columns(frame, ["week"], confidence)
-    return frame[list(OVER_TIME_COLUMNS)]
+GROUP BY ALL ORDER BY w.week, s.step""")
+        if frame.empty:
+            return _empty(OVER_TIME_COLUMNS, [])
+        frame["users"] = frame["users"].fillna(0).astype("int64")
+        frame["step"] = frame["step"].astype("int64")
+        frame["week"] = pd.to_datetime(frame["week"]).dt.date
+        frame["event_name"] = [self.spec.steps[step - 1] for step in frame["step"]]
+        frame = _conversion_columns(frame, ["week"], confidence)
+        return frame[list(OVER_TIME_COLUMNS)]
+
+    def step_users(self, store: Store, step: int, outcome: str = "reached") -> pd.DataFrame:
+        """The users behind one step: who reached it, or who dropped before it.
+
+        Args:
+            store: the store the walk came from (its events name the users).
+            step: 1..k.
+            outcome: ``reached``: users whose level is at least ``step``; ``dropped``: users who
+                reached step ``step - 1`` but not ``step`` (``step`` >= 2), the drop-off the bar
+                chart shows between the two steps.
+
+        Returns:
+            Columns ``user_id, level, first_step_time`` (UTC timestamp of the first step-1
+            event), sorted by user_id.
+        """
+        k = len(self.spec.steps)
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or not 1 <= step <= k:
+            raise TenureError(f"step {step} is out of range", f"use a step from 1 to {k}")
+        if outcome not in OUTCOMES:
+            raise TenureError(f"unknown outcome '{outcome}'", f"use one of {', '.join(OUTCOMES)}")
+        if outcome == "dropped" and step == 1:
+            raise TenureError(
+                "nobody drops before step 1", "ask for the users who dropped at step 2 or later"
+            )
+        condition = f"u.level >= {int(step)}" if outcome == "reached" else f"u.level = {int(step) - 1}"
+        sql = f"""
+WITH chosen AS (SELECT user_key, level, first_time FROM {_WALK_VIEW} u WHERE {condition})
+SELECT ids.user_id, c.level, make_timestamp(c.first_time) AS first_step_time
+FROM chosen c JOIN (
+    SELECT DISTINCT user_key, user_id FROM {keyed_events_sql(store)}
+    WHERE user_key IN (SELECT user_key FROM chosen)
+) ids ON ids.user_key = c.user_key
+ORDER BY ids.user_id"""
+        with store.cursor() as cursor:
+            cursor.register(_WALK_VIEW, self.users)
+            frame = cursor.execute(sql).df()
+        frame["level"] = frame["level"].astype("int64")
+        return frame[list(USER_COLUMNS)]
+
+
+# The walk's name on a store cursor (the drill-down joins it with the store's events).
+_WALK_VIEW = "tenure_funnel_walk"
+
+
+def walk_funnel(store: Store, spec: FunnelSpec, filters: Filters) -> FunnelWalk:
+    """Walk every user's events through the funnel once (see ``FunnelWalk``)."""
+    pieces, params = _levels_sql(store, spec, filters)
+    if spec.breakdown is None:
+        group, join = 'NULL::VARCHAR AS "group"', ""
+    else:
+        group, join = 'g."group"', " LEFT JOIN groups g ON g.user_key = u.user_key"
+    sql = f"WITH {pieces}\nSELECT u.*, {group} FROM funnel_users u{join}"
+    with store.cursor() as cursor:
+        users = cursor.sql(sql, params=params).to_arrow_table()
+    return FunnelWalk(spec, users)
+
+
+def funnel_table(store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95) -> pd.DataFrame:
+    """Users reaching each step, and conversion with Wilson intervals (``FunnelWalk.table``)."""
+    return walk_funnel(store, spec, filters).table(confidence)
+
+
+def funnel_users(
+    store: Store, spec: FunnelSpec, filters: Filters, step: int, outcome: str = "reached"
+) -> pd.DataFrame:
+    """The users behind one step (``FunnelWalk.step_users``)."""
+    return walk_funnel(store, spec, filters).step_users(store, step, outcome)
+
+
+def step_times(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
+    """Time between consecutive steps (``FunnelWalk.step_times``)."""
+    return walk_funnel(store, spec, filters).step_times()
+
+
+def step_time_histogram(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
+    """How the time between steps is spread (``FunnelWalk.step_time_histogram``)."""
+    return walk_funnel(store, spec, filters).step_time_histogram()
+
+
+def conversion_over_time(
+    store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Conversion by the ISO week of each user's first step-1 event (``FunnelWalk.conversion_over_time``)."""
+    return walk_funnel(store, spec, filters).conversion_over_time(confidence)
 
 
 # --- The lifecycle funnel --------------------------------------------------------------------------

@@ -103,3 +103,27 @@ def test_lifecycle_funnel_settings_come_from_and_go_to_the_url(app: AppTest, tin
     assert app.query_params.get("life_key") == "view"
     assert app.query_params.get("life_activation") == "3"
     assert "life_loyal" not in app.query_params  # defaults stay out of the link
+
+
+def test_one_walk_serves_every_view(app: AppTest, monkeypatch) -> None:
+    """A cold visit walks the events once for the table, the overall funnel, the step times,
+    their histogram, the users who dropped and conversion by week; another drop-off step reuses it."""
+    from core import funnels
+
+    walks: list[funnels.FunnelSpec] = []
+    walk = funnels.walk_funnel
+
+    def counted(store, spec, filters):  # type: ignore[no-untyped-def]
+        walks.append(spec)
+        return walk(store, spec, filters)
+
+    monkeypatch.setattr(funnels, "walk_funnel", counted)
+    # A window no other test asks for, so nothing is cached yet.
+    open_funnels(app, steps="session_start,view,purchase", window="13d", order="ordered", by="country")
+    assert len(walks) == 1, walks
+    assert {"group", "step", "users"} <= set(table_with(app, "group", "step", "users").columns)
+    assert not table_with(app, "step", "median_seconds").empty
+    assert not table_with(app, "week", "step", "users").empty
+    app.selectbox(key="fun_drop_step").set_value(3).run()
+    assert not app.exception, app.exception
+    assert len(walks) == 1, walks

@@ -20,6 +20,7 @@ import pytest
 from core.errors import TenureError
 from core.funnels import (
     LIFECYCLE_STAGES,
+    STEP_TIME_COLUMNS,
     TABLE_COLUMNS,
     FunnelSpec,
     LifecycleFunnelSpec,
@@ -29,6 +30,7 @@ from core.funnels import (
     lifecycle_funnel,
     step_time_histogram,
     step_times,
+    walk_funnel,
 )
 from core.population import Filters
 from core.stats import wilson_interval
@@ -280,6 +282,30 @@ def test_breakdown_counts_per_group(tie_data):
         mine = {user: grouped[user] for user in members if user in grouped}
         rows = table[table["group"] == country]
         assert rows["users"].tolist() == reference_counts(mine, spec)
+
+
+def test_a_breakdown_walk_serves_the_whole_funnel_views(tie_data):
+    """The page walks once with its breakdown: the overall table, the histogram, conversion by
+    week and the drill-down read from that walk must be those of all entered users."""
+    store, events, users = tie_data
+    plain = FunnelSpec(("a", "b", "c"), dt.timedelta(minutes=30), "ordered")
+    spec = FunnelSpec(plain.steps, plain.window, plain.order, breakdown="country")
+    walk = walk_funnel(store, spec, Filters())
+    grouped = events_by_user(events)
+    overall = walk.table(by_group=False)
+    assert list(overall.columns) == list(TABLE_COLUMNS)
+    assert overall["users"].tolist() == reference_counts(grouped, plain)
+    by_country = walk.table()
+    assert by_country.groupby("step")["users"].sum().tolist() == reference_counts(grouped, plain)
+    assert set(by_country["group"]) == set(users["country"])
+    pd.testing.assert_frame_equal(walk.step_time_histogram(), step_time_histogram(store, plain, Filters()))
+    pd.testing.assert_frame_equal(walk.conversion_over_time(), conversion_over_time(store, plain, Filters()))
+    levels = {user: reference_level(user_events, plain) for user, user_events in grouped.items()}
+    dropped = walk.step_users(store, 2, "dropped")
+    assert dropped["user_id"].tolist() == sorted(user for user, level in levels.items() if level == 1)
+    times = walk.step_times()
+    assert list(times.columns) == ["group", *STEP_TIME_COLUMNS]
+    assert times.groupby("step")["users"].sum().tolist() == reference_counts(grouped, plain)[1:]
 
 
 def test_filters_select_users_not_events(tie_data):

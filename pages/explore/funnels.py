@@ -110,9 +110,7 @@ def main() -> None:
 def _funnel(store: Store, spec: FunnelSpec, filters: Filters) -> None:
     with st.spinner("Walking the funnel..."):
         table = cached_funnels.funnel_table(store, spec, filters)
-        overall = cached_funnels.funnel_table(
-            store, FunnelSpec(spec.steps, spec.window, spec.order, spec.exclusion), filters
-        )
+        overall = cached_funnels.funnel_table(store, spec, filters, by_group=False)
     if overall["users"].iloc[0] == 0:
         st.info(f"No user of this selection ({ui.describe_filters(filters)}) did '{spec.steps[0]}'.")
         return

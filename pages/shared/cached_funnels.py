@@ -1,5 +1,9 @@
 """Cached calls into core/funnels.py, keyed by the spec's plain data, the filters' URL form and
-``Store.version()`` (see pages/shared/cached.py); the store is passed as ``_store``."""
+``Store.version()`` (see pages/shared/cached.py); the store is passed as ``_store``.
+
+A funnel is walked once per (store version, spec, filters): every view of it (the tables, the times
+between steps, conversion by week, the users who dropped) aggregates that one cached walk.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +13,64 @@ import pandas as pd
 import streamlit as st
 
 from core import funnels
-from core.funnels import FunnelSpec, LifecycleFunnelSpec
+from core.funnels import FunnelSpec, FunnelWalk, LifecycleFunnelSpec
 from core.population import Filters
 from core.store import Store
 
 
+# A walk holds a row per entered user (about 100 bytes each: 200 MB for two million users), so
+# few are kept; the views read from it are small and cached apart, longer.
+@st.cache_data(show_spinner=False, max_entries=4)
+def _walk(_store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str]) -> FunnelWalk:
+    return funnels.walk_funnel(_store, FunnelSpec.from_dict(spec), Filters.from_query_params(filter_params))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def _call(
+def _view(
     _store: Store, version: str, name: str, spec: dict[str, Any], filter_params: dict[str, str], extra: tuple
 ) -> pd.DataFrame:
-    filters = Filters.from_query_params(filter_params)
-    if name == "lifecycle_funnel":
-        return funnels.lifecycle_funnel(_store, LifecycleFunnelSpec.from_dict(spec), filters)
-    return getattr(funnels, name)(_store, FunnelSpec.from_dict(spec), filters, *extra)
+    the_walk = _walk(_store, version, spec, filter_params)
+    if name == "table":
+        return the_walk.table(by_group=extra[0])
+    if name == "step_users":
+        return the_walk.step_users(_store, *extra)
+    return getattr(the_walk, name)()
 
 
-def funnel_table(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    return _call(store, store.version(), "funnel_table", spec.to_dict(), filters.to_query_params(), ())
+def _cached_view(
+    store: Store, spec: FunnelSpec, filters: Filters, name: str, extra: tuple = ()
+) -> pd.DataFrame:
+    return _view(store, store.version(), name, spec.to_dict(), filters.to_query_params(), extra)
+
+
+def funnel_table(store: Store, spec: FunnelSpec, filters: Filters, *, by_group: bool = True) -> pd.DataFrame:
+    return _cached_view(store, spec, filters, "table", (by_group,))
 
 
 def step_times(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    return _call(store, store.version(), "step_times", spec.to_dict(), filters.to_query_params(), ())
+    return _cached_view(store, spec, filters, "step_times")
 
 
 def step_time_histogram(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    return _call(store, store.version(), "step_time_histogram", spec.to_dict(), filters.to_query_params(), ())
+    return _cached_view(store, spec, filters, "step_time_histogram")
 
 
 def conversion_over_time(store: Store, spec: FunnelSpec, filters: Filters) -> pd.DataFrame:
-    return _call(
-        store, store.version(), "conversion_over_time", spec.to_dict(), filters.to_query_params(), ()
-    )
+    return _cached_view(store, spec, filters, "conversion_over_time")
 
 
 def funnel_users(store: Store, spec: FunnelSpec, filters: Filters, step: int, outcome: str) -> pd.DataFrame:
-    return _call(
-        store, store.version(), "funnel_users", spec.to_dict(), filters.to_query_params(), (step, outcome)
+    return _cached_view(store, spec, filters, "step_users", (step, outcome))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _lifecycle_funnel(
+    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str]
+) -> pd.DataFrame:
+    return funnels.lifecycle_funnel(
+        _store, LifecycleFunnelSpec.from_dict(spec), Filters.from_query_params(filter_params)
     )
 
 
 def lifecycle_funnel(store: Store, spec: LifecycleFunnelSpec, filters: Filters) -> pd.DataFrame:
-    return _call(store, store.version(), "lifecycle_funnel", spec.to_dict(), filters.to_query_params(), ())
+    return _lifecycle_funnel(store, store.version(), spec.to_dict(), filters.to_query_params())
