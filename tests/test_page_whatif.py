@@ -304,3 +304,36 @@ def test_churn_risk_model_offers_deciles_to_the_rule(
     assert not at.error, [e.value for e in at.error]
     assert rule_estimate(at, "rule") == pytest.approx(expected, rel=1e-12)
     assert at.query_params.get("risk_model") == model
+
+
+def test_closed_long_term_tab_does_not_score_churn_risk(
+    segment_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared link with a churn-risk rule that opens on another tab must not pay for the model
+    runs (one per assignment day): they wait until the Long-term tab opens."""
+    import streamlit as st
+
+    from core.whatif import segments
+
+    st.cache_data.clear()
+    calls: list[tuple] = []
+    original = segments.churn_risk_at_assignment
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(segments, "churn_risk_at_assignment", counted)
+    with Store(segment_store) as store:
+        (model,) = registry.saved_model_paths(store)
+    text = f"{CHURN_RISK_DECILE},10,b;*,*,a"
+    at = open_segment_rule(
+        segment_store, monkeypatch, {"risk_model": model, "rule": text, "tab": "click-rate"}
+    )
+    assert calls == []
+    assert at.query_params.get("risk_model") == model and at.query_params.get("rule") == text
+    at = open_tab(at, "wi_tab", "Long-term outcomes")
+    assert len(calls) == 1
+    offered = table_with(at, "attribute", "value_count", "values").set_index("attribute")
+    assert offered.loc[CHURN_RISK_DECILE, "value_count"] > 1
+    assert at.query_params.get("rule") == text

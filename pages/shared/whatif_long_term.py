@@ -57,10 +57,11 @@ def _risk_model(store: Store, params: dict[str, str]) -> str | None:
 
 
 def _target_controls(
-    store: Store, experiment: str, variants: list[str], params: dict[str, str]
+    store: Store, experiment: str, variants: list[str], params: dict[str, str], *, score_risk: bool
 ) -> tuple[str | None, str | None, str | None]:
     """(variant, rule CSV text, churn-risk model folder): one of variant and rule is set; the
-    model only with a rule."""
+    model only with a rule. ``score_risk`` False lists ``churn_risk_decile`` without its values:
+    scoring them costs one model run per assignment day, worth it only when estimates follow."""
     ui.seed_control(
         "wi_mode", "variant", param="policy", parse=url_params.choice(tuple(POLICY_MODES), "policy")
     )
@@ -84,13 +85,16 @@ def _target_controls(
         except TenureError as error:
             st.warning(f"URL parameter 'rule' was ignored: {error.message}")
             st.session_state["wi_rule_rows"] = default
+    scored_model = model_dir if score_risk else None
     try:
         with st.spinner(
             "Scoring each user's churn risk at their assignment day (one model run per day)..."
-            if model_dir
+            if scored_model
             else "Reading the attributes a rule may use..."
         ):
-            attributes = cached_whatif.rule_attributes(store, experiment, model_dir)
+            attributes = cached_whatif.rule_attributes(store, experiment, scored_model)
+        if model_dir and not score_risk:
+            attributes = {**attributes, CHURN_RISK_DECILE: []}
     except TenureError as error:
         ui.show_error(error)
         attributes = {}
@@ -128,7 +132,9 @@ def _target_controls(
     return None, text, model_dir
 
 
-def _long_term_controls(store: Store, experiments: list[str], params: dict[str, str]) -> dict:
+def _long_term_controls(
+    store: Store, experiments: list[str], params: dict[str, str], *, score_risk: bool
+) -> dict:
     default = "rec_policy" if "rec_policy" in experiments else experiments[0]
     ui.seed_control(
         "wi_experiment", default, param="experiment", parse=url_params.choice(experiments, "experiment")
@@ -163,7 +169,9 @@ def _long_term_controls(store: Store, experiments: list[str], params: dict[str, 
     )
     if st.session_state["wi_versus"] not in ["logged", *variants]:
         st.session_state["wi_versus"] = "logged"
-    variant, rule_text, model_dir = _target_controls(store, experiment, variants, params)
+    variant, rule_text, model_dir = _target_controls(
+        store, experiment, variants, params, score_risk=score_risk
+    )
     first, second, third, fourth = st.columns(4)
     retention_day = first.number_input(
         "Retention day D", 1, MAX_RETENTION_DAY, step=1, key="wi_retention_day"
@@ -281,7 +289,7 @@ def long_term_section(
             "No experiment of this store records a propensity for every user: load assignments with a propensity column."
         )
         return {}, {}
-    choice = _long_term_controls(store, experiments, params)
+    choice = _long_term_controls(store, experiments, params, score_risk=estimate)
     if not estimate:
         return {}, {}
     horizon = max(int(params["retention_day"]), int(params["revenue_days"]), scenario.DEFAULT_HORIZON_DAYS)
