@@ -46,7 +46,9 @@ every event, the next time of each step name at or after it. Users are grouped b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -448,21 +450,48 @@ class FunnelWalk:
 
     ``users`` columns: ``user_key``; ``level`` 1..k; ``first_time``, the first step-1 event
     (``any``: first step event) in epoch microseconds; ``gap_2 .. gap_k``, the microseconds from
-    step j-1 to step j (NULL when not reached, and for ``any``); ``group``, the user's breakdown
-    group (NULL without a breakdown; every user of the population has one group).
+    step j-1 to step j (NULL when not reached, and for ``any``). ``groups`` (with a breakdown):
+    ``user_key, group`` for the same users (every user of the population has one group). The
+    walk does not depend on the breakdown, so another breakdown reads the groups again
+    (``by_breakdown``), not the events.
     """
 
     spec: FunnelSpec
     users: pa.Table
+    groups: pa.Table | None = None
 
     @property
     def grouped(self) -> bool:
-        return self.spec.breakdown is not None
+        return self.groups is not None
+
+    def by_breakdown(self, store: Store, breakdown: str | None, filters: Filters) -> FunnelWalk:
+        """This walk with each user's group under ``breakdown`` (None: no groups): one query of
+        the users' groups, where walking again would read every step's events."""
+        spec = dataclasses.replace(self.spec, breakdown=breakdown)
+        if spec.breakdown is None:
+            return FunnelWalk(spec, self.users)
+        population, params, groups, group_params = _population_pieces(
+            store, filters, spec.parsed_breakdown, keyed_events_sql(store)
+        )
+        sql = (
+            f"WITH population AS ({population}), groups AS ({groups}) "
+            f'SELECT g.user_key, g."group" FROM groups g WHERE g.user_key IN (SELECT user_key FROM {_WALK_VIEW})'
+        )
+        with store.cursor() as cursor:
+            cursor.register(_WALK_VIEW, self.users)
+            group_table = cursor.sql(sql, params=[*params, *group_params]).to_arrow_table()
+        return FunnelWalk(spec, self.users, group_table)
 
     def _query(self, sql: str) -> pd.DataFrame:
-        """``sql`` over the walk, registered as ``funnel_users``, in a private in-memory DuckDB."""
-        with duckdb.connect() as connection:
-            connection.register("funnel_users", self.users)
+        """``sql`` over the walk, seen as ``funnel_users`` (with its ``group`` column, NULL
+        without groups), on a cursor of its own of the process's scratch database."""
+        with _scratch_database().cursor() as connection:
+            connection.register("walk_users", self.users)
+            view = 'SELECT *, NULL::VARCHAR AS "group" FROM walk_users'
+            if self.groups is not None:
+                connection.register("walk_groups", self.groups)
+                view = 'SELECT u.*, g."group" FROM walk_users u LEFT JOIN walk_groups g USING (user_key)'
+            connection.execute(f"CREATE TEMP VIEW funnel_users AS {view}")
             return connection.execute(sql).df()
 
     def table(self, confidence: float = 0.95, *, by_group: bool = True) -> pd.DataFrame:
@@ -619,21 +648,25 @@ ORDER BY ids.user_id"""
         return frame[list(USER_COLUMNS)]
 
 
+@functools.cache
+def _scratch_database() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for aggregating walks, opened once per process: opening one takes 50 to
+    100 ms, a cursor of it (a connection of its own, safe from any thread) almost nothing."""
+    return duckdb.connect()
+
+
 # The walk's name on a store cursor (the drill-down joins it with the store's events).
 _WALK_VIEW = "tenure_funnel_walk"
 
 
 def walk_funnel(store: Store, spec: FunnelSpec, filters: Filters) -> FunnelWalk:
-    """Walk every user's events through the funnel once (see ``FunnelWalk``)."""
-    pieces, params = _levels_sql(store, spec, filters)
-    if spec.breakdown is None:
-        group, join = 'NULL::VARCHAR AS "group"', ""
-    else:
-        group, join = 'g."group"', " LEFT JOIN groups g ON g.user_key = u.user_key"
-    sql = f"WITH {pieces}\nSELECT u.*, {group} FROM funnel_users u{join}"
+    """Walk every user's events through the funnel once, then add the breakdown's groups (see
+    ``FunnelWalk``)."""
+    plain = dataclasses.replace(spec, breakdown=None)
+    pieces, params = _levels_sql(store, plain, filters)
     with store.cursor() as cursor:
-        users = cursor.sql(sql, params=params).to_arrow_table()
-    return FunnelWalk(spec, users)
+        users = cursor.sql(f"WITH {pieces}\nSELECT * FROM funnel_users", params=params).to_arrow_table()
+    return FunnelWalk(plain, users).by_breakdown(store, spec.breakdown, filters)
 
 
 def funnel_table(store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95) -> pd.DataFrame:

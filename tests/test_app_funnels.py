@@ -107,7 +107,8 @@ def test_lifecycle_funnel_settings_come_from_and_go_to_the_url(app: AppTest, tin
 
 def test_one_walk_serves_every_view(app: AppTest, monkeypatch) -> None:
     """A cold visit walks the events once for the table, the overall funnel, the step times,
-    their histogram, the users who dropped and conversion by week; another drop-off step reuses it."""
+    their histogram, the users who dropped and conversion by week; another drop-off step or
+    another breakdown reuses it."""
     from core import funnels
 
     walks: list[funnels.FunnelSpec] = []
@@ -127,3 +128,13 @@ def test_one_walk_serves_every_view(app: AppTest, monkeypatch) -> None:
     app.selectbox(key="fun_drop_step").set_value(3).run()
     assert not app.exception, app.exception
     assert len(walks) == 1, walks
+    app.selectbox(key="fun_by").set_value("plan").run()
+    assert not app.exception, app.exception
+    assert len(walks) == 1, walks
+    plans = table_with(app, "group", "step", "users", "conversion_from_start")
+    assert set(plans["group"]) == {"free", "pro"}
+    assert plans[plans["step"] == 1]["users"].sum() == metric_count(app, "Entered the funnel")
+
+
+def metric_count(app: AppTest, label: str) -> int:
+    return int(metric_value(app, label).replace(",", ""))

@@ -1,12 +1,14 @@
 """Cached calls into core/funnels.py, keyed by the spec's plain data, the filters' URL form and
 ``Store.version()`` (see pages/shared/cached.py); the store is passed as ``_store``.
 
-A funnel is walked once per (store version, spec, filters): every view of it (the tables, the times
-between steps, conversion by week, the users who dropped) aggregates that one cached walk.
+A funnel is walked once per (store version, funnel without its breakdown, filters): every view of
+it (the tables, the times between steps, conversion by week, the users who dropped) aggregates that
+one cached walk, and another breakdown only adds the users' groups to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -25,11 +27,24 @@ def _walk(_store: Store, version: str, spec: dict[str, Any], filter_params: dict
     return funnels.walk_funnel(_store, FunnelSpec.from_dict(spec), Filters.from_query_params(filter_params))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _grouped_walk(
+    _store: Store, version: str, spec: dict[str, Any], filter_params: dict[str, str]
+) -> FunnelWalk:
+    """The walk of the funnel without its breakdown, with the breakdown's groups added: another
+    breakdown of the same funnel reads the users' groups, not the events."""
+    parsed = FunnelSpec.from_dict(spec)
+    plain = dataclasses.replace(parsed, breakdown=None)
+    walk = _walk(_store, version, plain.to_dict(), filter_params)
+    return walk.by_breakdown(_store, parsed.breakdown, Filters.from_query_params(filter_params))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _view(
     _store: Store, version: str, name: str, spec: dict[str, Any], filter_params: dict[str, str], extra: tuple
 ) -> pd.DataFrame:
-    the_walk = _walk(_store, version, spec, filter_params)
+    walked = _grouped_walk if spec.get("breakdown") else _walk
+    the_walk = walked(_store, version, spec, filter_params)
     if name == "table":
         return the_walk.table(by_group=extra[0])
     if name == "step_users":
