@@ -37,11 +37,12 @@ def test_readers_see_before_or_after_and_keep_going(tmp_path: Path):
         window: dict[str, float] = {}
 
         def read(slot: int) -> None:
+            # As the app reads: a cursor per query (docs/ARCHITECTURE.md, "A cursor per caller").
             try:
-                with store.cursor() as cursor:
-                    while not stop.is_set():
+                while not stop.is_set():
+                    with store.cursor() as cursor:
                         count = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
-                        seen[slot].append((time.perf_counter(), count))
+                    seen[slot].append((time.perf_counter(), count))
             except BaseException as error:
                 errors.append(error)
 

@@ -94,3 +94,42 @@ def test_missing_or_stale_keys_are_not_used_and_are_refilled(tmp_path, damage):
     with Store(path):
         pass
     assert key_counts(path) == (500, 0, 0)
+
+
+def test_commit_gate_holds_reads_back_only_during_a_commit():
+    """A commit waits for the reads under way and holds new ones back until it is done; reads
+    never wait for each other; a thread's own open read does not block its commit."""
+    import threading
+    import time
+
+    from core.store import _CommitGate
+
+    gate = _CommitGate()
+    order: list[str] = []
+    with gate.reading(), gate.reading():  # two reads at once, no waiting
+        committed = threading.Event()
+
+        def commit() -> None:
+            with gate.committing():
+                order.append("commit")
+            committed.set()
+
+        writer = threading.Thread(target=commit)
+        writer.start()
+        time.sleep(0.2)
+        assert not committed.is_set()  # waits for the reads under way
+
+        def late_read() -> None:
+            with gate.reading():
+                order.append("late read")
+
+        reader = threading.Thread(target=late_read)
+        reader.start()
+        time.sleep(0.2)
+        assert order == []  # the new read waits for the pending commit
+    writer.join(timeout=5)
+    reader.join(timeout=5)
+    assert order == ["commit", "late read"]
+    with gate.reading(), gate.committing():  # the thread's own read does not block its commit
+        order.append("own commit")
+    assert order[-1] == "own commit"
