@@ -229,13 +229,57 @@ def test_every_page_renders_in_chromium(server_url: str) -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_a_table_downloads_as_the_core_computes_it(server_url: str, tmp_path: Path) -> None:
+    """A download button writes its CSV only when clicked: the file must still be the whole table."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from core.export import to_safe_csv
+    from core.population import Filters
+    from core.retention import RetentionSpec, retention_table
+
+    # The server's store is built by the same deterministic function; retention reads only events.
+    build_tiny_store(tmp_path / "same.duckdb")
+    with Store(tmp_path / "same.duckdb", read_only=True) as store:
+        expected = to_safe_csv(retention_table(store, RetentionSpec(), Filters()))
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.goto(server_url + "/retention", timeout=PAGE_SECONDS * 1000)
+            page.get_by_role("heading", name="Retention", exact=True).first.wait_for(
+                timeout=PAGE_SECONDS * 1000
+            )
+            wait_until_idle(page)
+            page.get_by_text("Retention table", exact=True).click()
+            with page.expect_download(timeout=PAGE_SECONDS * 1000) as download:
+                page.get_by_role("button", name="Download CSV").first.click()
+            assert download.value.suggested_filename == "retention_week_classic.csv"
+            saved = tmp_path / "downloaded.csv"
+            download.value.save_as(saved)
+        finally:
+            browser.close()
+    assert saved.read_text(encoding="utf-8") == expected
+
+
+def script_state(page) -> str | None:
+    """The app's script-run state as its root element tells it (``running``, ``notRunning``, ...).
+
+    The header's status widget is no witness: with the minimal toolbar it stays hidden while a
+    script runs, so a page could look idle for seconds before its last elements (or an
+    exception) arrive.
+    """
+    return page.evaluate(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') ?? null"
+    )
+
+
 def wait_until_idle(page) -> None:
-    """Wait until the script run is over: no 'running' status widget for a moment, charts drawn."""
+    """Wait until the script run is over and every element is drawn, and stays so for a moment."""
     deadline = time.monotonic() + PAGE_SECONDS
     quiet_since = None
     while time.monotonic() < deadline:
         running = (
-            page.locator('[data-testid="stStatusWidget"]').count() > 0
+            script_state(page) != "notRunning"
+            or page.locator('[data-testid="stStatusWidget"]').count() > 0
             or page.locator('[data-testid="stSkeleton"]').count() > 0
         )
         if running:

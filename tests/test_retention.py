@@ -518,6 +518,16 @@ def test_figures_from_frames(store):
     z = np.array(trace.z, dtype=float)
     assert np.isnan(z).sum() == table["incomplete"].sum()
     assert (np.array(trace.text) == "…").sum() == table["incomplete"].sum()
+    # Each cell's hover numbers are the table's, cell for cell (checked against a pandas pivot).
+    for position, column in enumerate(("retained", "eligible", "excluded", "cohort_size")):
+        expected = table.pivot(index="cohort", columns="period", values=column).to_numpy()
+        assert np.array_equal(np.asarray(trace.customdata)[:, :, position], expected), column
+    rates = table.pivot(index="cohort", columns="period", values="rate").to_numpy()
+    assert np.allclose(
+        z,
+        np.where(table.pivot(index="cohort", columns="period", values="incomplete"), np.nan, rates),
+        equal_nan=True,
+    )
     curves = retention_curves(retention_curve(store, spec, Filters(), by="country"))
     assert {trace.name for trace in curves.data if trace.mode == "lines+markers"} == {
         "(none)",
@@ -526,6 +536,18 @@ def test_figures_from_frames(store):
         "US",
     }
     assert len(retention_heatmap(table.iloc[0:0]).data) == 0
+
+
+def test_daily_triangle_sends_numbers_not_strings(store):
+    """A daily triangle has a cell per cohort and day: its hover must not cost a string per cell."""
+    from core.figures import retention_heatmap
+
+    table = retention_table(store, RetentionSpec(period="day"), Filters())
+    figure = retention_heatmap(table)
+    assert figure.data[0].text is None and figure.data[0].texttemplate is None
+    assert len(table) > 10_000
+    # 4 bytes of rate and at most 4 x 4 bytes of counts per cell, base64-encoded: under 32 bytes.
+    assert len(figure.to_json()) < 32 * len(table) + 20_000
 
 
 # ---------------------------------------------------------------------------------------------

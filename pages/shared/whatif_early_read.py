@@ -13,7 +13,6 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import TenureError
-from core.export import to_safe_csv
 from core.store import Store
 from core.whatif.surrogate import DEFAULT_BACK_DAYS, DEFAULT_SURROGATE_DAYS
 from pages.shared import cached_whatif, ui, url_params
@@ -134,15 +133,7 @@ def early_read_section(store: Store, experiments: list[str], params: dict[str, s
     table = pd.concat(
         [result.estimates.assign(part="estimate"), backtest.assign(part="backtest")], ignore_index=True
     )
-    st.download_button(
-        "Download CSV",
-        data=to_safe_csv(table),
-        file_name="whatif_early_read.csv",
-        mime="text/csv",
-        key="wi_early_csv",
-        on_click="ignore",
-        icon=":material/download:",
-    )
+    ui.download_csv(table, "whatif_early_read.csv", key="wi_early_csv")
     return {
         "early_read": {
             "question": question,
