@@ -146,6 +146,44 @@ def test_predicted_ltv_equals_a_full_scoring_per_as_of_day(
     assert frame.loc["ghost", "status"] == "not_in_population" and np.isnan(frame.loc["ghost", "ltv_pred"])
 
 
+def test_users_without_a_start_before_their_instant_cost_no_scoring_run(
+    store: Store, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users scored at the midnight before their first event and signup (as the What-if page's
+    churn risk at assignment does for users assigned on arrival) are in no population: their
+    instants must not run the model, and the other users must get the scores they always got."""
+    from core.experiments import ltv as ltv_module
+
+    firsts = store.query_df(
+        "SELECT e.user_id, least(min(e.event_time), min(u.signup_time)) AS earliest FROM events e "
+        "LEFT JOIN users u USING (user_id) GROUP BY e.user_id ORDER BY e.user_id LIMIT 40"
+    )
+    unstarted = pd.DataFrame({"user_id": firsts["user_id"], "as_of": firsts["earliest"].dt.floor("D")})
+    assert unstarted["as_of"].nunique() > 5
+    instant = pd.Timestamp("2026-02-10")
+    started_ids = firsts.loc[firsts["earliest"] < instant, "user_id"].head(6).tolist()
+    assert len(started_ids) == 6
+    started = pd.DataFrame({"user_id": started_ids, "as_of": instant})
+    runs: list[list[str]] = []
+    real = ltv_module.score_model
+
+    def counted(*args, **kwargs):
+        runs.append(list(kwargs["users"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ltv_module, "score_model", counted)
+    result = ltv_module.score_at_instants(
+        store, run_dir / "gbm", pd.concat([unstarted, started], ignore_index=True)
+    )
+    assert runs == [started_ids]
+    assert (result["status"].iloc[: len(unstarted)] == "not_in_population").all()
+    assert result["ltv_pred"].iloc[: len(unstarted)].isna().all()
+    expected = real(store, run_dir / "gbm", instant.to_pydatetime()).set_index("user_id")
+    tail = result.iloc[len(unstarted) :]
+    assert (tail["status"] == "scored").all()
+    np.testing.assert_allclose(tail["ltv_pred"], expected.loc[started_ids, "ltv_pred"], rtol=1e-9)
+
+
 def test_users_whose_window_is_open_are_left_out_and_counted(store: Store, run_dir: Path) -> None:
     data_end = store.data_end()
     # the as-of of the second day's users is the data's last midnight; the later days' lie after it

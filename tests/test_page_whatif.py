@@ -306,6 +306,34 @@ def test_churn_risk_model_offers_deciles_to_the_rule(
     assert at.query_params.get("risk_model") == model
 
 
+def test_risk_model_that_scores_nobody_says_why(
+    segment_store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Users assigned at their first event have no history at their assignment day: the page says
+    so instead of offering an empty decile list without a word."""
+    path = copy_store(segment_store, tmp_path / "arrivals.duckdb")
+    with Store(path) as store:
+        (model,) = registry.saved_model_paths(store)
+        with store.transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO assignments (user_id, experiment, variant, assigned_time, propensity) "
+                "SELECT e.user_id, 'arrivals', CASE WHEN hash(e.user_id) % 2 = 0 THEN 'a' ELSE 'b' END, "
+                "min(e.event_time), 0.5 FROM events e LEFT JOIN users u USING (user_id) GROUP BY e.user_id "
+                "HAVING min(e.event_time) >= '2026-01-01' AND min(e.event_time) < '2026-01-08' "
+                "AND coalesce(min(u.signup_time) >= date_trunc('day', min(e.event_time)), true)"
+            )
+        assert store.query_one("SELECT count(*) FROM assignments WHERE experiment = 'arrivals'")[0] > 10
+        assert rule_attributes(store, "arrivals", model)[CHURN_RISK_DECILE] == []
+    monkeypatch.setenv("TENURE_DB", str(path))
+    at = open_with_url(
+        AppTest.from_file(APP, default_timeout=TIMEOUT),
+        {"experiment": "arrivals", "policy": "rule", "tab": "long-term", "risk_model": model},
+    )
+    assert not at.exception, at.exception
+    notes = [info.value for info in at.info if "scores nobody" in info.value]
+    assert len(notes) == 1 and "arrivals" in notes[0]
+
+
 def test_closed_long_term_tab_does_not_score_churn_risk(
     segment_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

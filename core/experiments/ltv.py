@@ -52,6 +52,8 @@ from core.experiments.metrics import MAX_RETENTION_DAY, Design, MetricSpec
 from core.models import registry
 from core.models.artifacts import MODEL_FILE
 from core.models.training import METRICS_FILE, model_kind, score_model
+from core.population import keyed_events_sql
+from core.schema import user_key_sql
 from core.store import Store
 
 LTV_METRIC = "predicted_ltv_90d"
@@ -167,24 +169,32 @@ def score_at_instants(
     output) and a ``status`` added: one ``score_model`` run per distinct as-of instant, restricted
     to the users who share it, so the cost is the number of distinct instants, not of users.
 
+    Users who cannot be in any model's population at their instant (``_may_have_started``) are
+    ``not_in_population`` without a run, and an instant with only such users costs nothing: users
+    scored at their own assignment (the What-if page's churn risk, for an experiment that assigns
+    users as they arrive) would otherwise cost a run per day for no score at all.
+
     ``status`` (module docstring): ``scored``; ``window_open`` (``as_of`` after the data's end,
     not scored); ``not_in_population`` (no score at ``as_of`` for ``columns[0]``). ``columns``
     are NaN unless scored.
-    ``progress`` is called once per instant.
+    ``progress`` is called once per instant that runs the model.
     """
     users = users.copy()
     data_end = store.data_end()
     for column in columns:
         users[column] = np.nan
     users["status"] = "window_open"
-    moments = sorted(pd.Timestamp(moment) for moment in users["as_of"].unique())
-    closed = [moment for moment in moments if data_end is not None and moment <= data_end]
-    for step, as_of in enumerate(closed):
+    as_of = pd.to_datetime(users["as_of"])
+    closed = as_of <= data_end if data_end is not None else pd.Series(False, index=users.index)
+    candidates = closed & _may_have_started(store, users)
+    users.loc[closed & ~candidates, "status"] = "not_in_population"
+    moments = sorted(pd.Timestamp(moment) for moment in as_of[candidates].unique())
+    for step, moment in enumerate(moments):
         if progress is not None:
-            progress(step / len(closed), f"scoring the users of as-of {as_of.isoformat()}")
-        rows = users["as_of"] == as_of
+            progress(step / len(moments), f"scoring the users of as-of {moment.isoformat()}")
+        rows = candidates & (as_of == moment)
         scored = score_model(
-            store, model_dir, as_of.to_pydatetime(), users=users.loc[rows, "user_id"].tolist()
+            store, model_dir, moment.to_pydatetime(), users=users.loc[rows, "user_id"].tolist()
         ).set_index("user_id")
         for column in columns:
             users.loc[rows, column] = users.loc[rows, "user_id"].map(scored[column])
@@ -193,6 +203,37 @@ def score_at_instants(
     if progress is not None:
         progress(1.0, f"scored {int((users['status'] == 'scored').sum())} users")
     return users
+
+
+def _may_have_started(store: Store, users: pd.DataFrame) -> pd.Series:
+    """True for each row of ``users`` whose user has an event or a signup before ``as_of``.
+
+    Every model kind's population at T holds only users whose start is before T, and a start is
+    the first event, the first event of a given name (never earlier) or the signup: a user with
+    neither before T is in no population. The test is a superset of any population, so the
+    users it lets through get exactly the scores they got before it existed.
+    """
+    if users.empty:
+        return pd.Series(False, index=users.index)
+    earliest = store.query_df(
+        f"""
+WITH ids AS (SELECT DISTINCT user_id FROM unnest(?::VARCHAR[]) AS t(user_id)),
+first_events AS (
+    SELECT user_key, min(event_time) AS first_time FROM {keyed_events_sql(store)}
+    WHERE user_key IN (SELECT {user_key_sql()} FROM ids) GROUP BY user_key
+),
+signups AS (
+    SELECT user_id, min(signup_time) AS signup_time FROM users
+    WHERE user_id IN (SELECT user_id FROM ids) GROUP BY user_id
+)
+SELECT i.user_id, least(f.first_time, s.signup_time) AS earliest
+FROM ids i
+LEFT JOIN first_events f ON f.user_key = {user_key_sql("i.user_id")}
+LEFT JOIN signups s ON s.user_id = i.user_id""",
+        [users["user_id"].astype(str).unique().tolist()],
+    ).set_index("user_id")["earliest"]
+    start = pd.to_datetime(users["user_id"].astype(str).map(earliest))
+    return (start < pd.to_datetime(users["as_of"])).fillna(False).astype(bool)
 
 
 def _moment_rows(users: pd.DataFrame) -> dict[str, pd.Series]:

@@ -50,7 +50,8 @@ def _risk_model(store: Store, params: dict[str, str]) -> str | None:
         "wi_risk_model",
         "risk_model",
         help="A registered model that scores each user as of the start of their assignment day, so that a rule "
-        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Slow: one model run per assignment day.",
+        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Slow: one model run per assignment day "
+        "whose users have a history (days of users who arrive on them cost nothing).",
     )
     params["risk_model"] = chosen
     return None if chosen == NO_MODEL else chosen
@@ -95,6 +96,12 @@ def _target_controls(
             attributes = cached_whatif.rule_attributes(store, experiment, scored_model)
         if model_dir and not score_risk:
             attributes = {**attributes, CHURN_RISK_DECILE: []}
+        elif scored_model and not attributes.get(CHURN_RISK_DECILE):
+            st.info(
+                f"No user of {experiment} had an event or a signup before their assignment day, so the model "
+                f"scores nobody and `{CHURN_RISK_DECILE}` has no value: users assigned on arrival have no "
+                "history yet. A rule may use the other attributes."
+            )
     except TenureError as error:
         ui.show_error(error)
         attributes = {}
