@@ -146,6 +146,16 @@ def test_predicted_ltv_equals_a_full_scoring_per_as_of_day(
     assert frame.loc["ghost", "status"] == "not_in_population" and np.isnan(frame.loc["ghost", "ltv_pred"])
 
 
+def test_kinds_without_a_batch_path_score_one_instant_per_run(store: Store, run_dir: Path) -> None:
+    """BG/NBD has no per-user as-of pass: its scores come from one run per instant, and must be
+    the scores of a full run at that instant."""
+    predicted = predicted_ltv(store, EXPERIMENT, run_dir / "btyd", DAYS)
+    assert (predicted["status"] == "scored").sum() == 240
+    for as_of, users in predicted[predicted["status"] == "scored"].groupby("as_of"):
+        full = score_model(store, run_dir / "btyd", as_of.to_pydatetime()).set_index("user_id")
+        np.testing.assert_allclose(users["ltv_pred"], full.loc[users["user_id"], "ltv_pred"], rtol=1e-9)
+
+
 def test_users_without_a_start_before_their_instant_cost_no_scoring_run(
     store: Store, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,16 +175,22 @@ def test_users_without_a_start_before_their_instant_cost_no_scoring_run(
     assert len(started_ids) == 6
     started = pd.DataFrame({"user_id": started_ids, "as_of": instant})
     runs: list[list[str]] = []
-    real = ltv_module.score_model
+    real, real_batch = ltv_module.score_model, ltv_module.score_model_at_instants
 
     def counted(*args, **kwargs):
         runs.append(list(kwargs["users"]))
         return real(*args, **kwargs)
 
+    def counted_batch(store, model_dir, instants):
+        runs.append(instants["user_id"].tolist())
+        return real_batch(store, model_dir, instants)
+
     monkeypatch.setattr(ltv_module, "score_model", counted)
+    monkeypatch.setattr(ltv_module, "score_model_at_instants", counted_batch)
     result = ltv_module.score_at_instants(
         store, run_dir / "gbm", pd.concat([unstarted, started], ignore_index=True)
     )
+    # The GBM scores every instant in one pass; only the started users reach the model.
     assert runs == [started_ids]
     assert (result["status"].iloc[: len(unstarted)] == "not_in_population").all()
     assert result["ltv_pred"].iloc[: len(unstarted)].isna().all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -11,7 +12,12 @@ import pandas as pd
 import pytest
 
 from core.errors import TenureError
-from core.models.features import BASE_FEATURES, behaviour_features, feature_vocabulary
+from core.models.features import (
+    BASE_FEATURES,
+    behaviour_features,
+    behaviour_features_at_instants,
+    feature_vocabulary,
+)
 from core.models.labels import LABEL_COLUMNS, labels
 from core.models.spec import ModelSpec
 from core.population import Filters, StartSpec
@@ -153,6 +159,34 @@ def test_features_match_pandas(small_store_path: Path, store_events, lookback_da
             features[column], expected[column], check_dtype=False, check_exact=False, rtol=1e-9, obj=column
         )
     assert set(BASE_FEATURES) < set(features.columns)
+
+
+@pytest.mark.parametrize("lookback_days", [None, 21])
+def test_features_at_instants_equal_one_run_per_instant(small_store_path: Path, lookback_days) -> None:
+    """One query over users at their own as-of gives every feature a run at each as-of gives,
+    leaves out the same users (no start before T, or inactive in the lookback), and keeps a user
+    asked at two instants apart."""
+    instants_at = [pd.Timestamp("2026-02-03 00:00"), pd.Timestamp("2026-02-17 06:30"), AS_OF]
+    spec = ModelSpec(AS_OF.to_pydatetime(), lookback_days=lookback_days)
+    with Store(small_store_path, read_only=True) as store:
+        vocabulary = feature_vocabulary(store, spec)
+        ids = store.query_df("SELECT DISTINCT user_id FROM events ORDER BY user_id")["user_id"].tolist()
+        rows = [(user, instants_at[index % 3]) for index, user in enumerate(ids)]
+        rows += [(user, instants_at[0]) for user in ids[1:60:3]]  # also asked at another instant
+        rows.append(("nobody-has-this-id", instants_at[1]))
+        instants = pd.DataFrame(rows, columns=["user_id", "as_of"])
+        batch = behaviour_features_at_instants(store, spec, vocabulary, instants)
+        expected = []
+        for moment, group in instants.groupby("as_of"):
+            at = dataclasses.replace(spec, as_of=moment.to_pydatetime())
+            one = behaviour_features(store, at, vocabulary=vocabulary, users=group["user_id"].tolist())
+            expected.append(one.assign(as_of=moment))
+    expected = pd.concat(expected).sort_values(["as_of", "user_id"], ignore_index=True)
+    assert len(expected) > 100 and len(batch) == len(expected)
+    assert list(batch.columns) == ["user_id", "as_of", *vocabulary.feature_names()]
+    pd.testing.assert_frame_equal(
+        batch, expected[batch.columns], check_dtype=False, check_exact=False, rtol=1e-12
+    )
 
 
 def test_changing_events_at_or_after_as_of_changes_no_feature(small_store_path: Path, tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ Definitions (all times UTC, as in the store):
   ``as_of = date_trunc('day', a + N days) + 1 day``, the midnight that ends the UTC calendar
   day of ``a + N days``. So the model sees at least N and less than N + 1 days of each user's
   post-assignment behaviour (events with ``event_time < as_of``), and users assigned on the
-  same day share one scoring run (``score_model`` restricted to them: one run per as-of day,
-  not per user). ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
+  same day share one as-of instant. A GBM model scores every user at their own instant in one
+  pass (``score_model_at_instants``); the other kinds run ``score_model`` once per instant,
+  restricted to its users. ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
   Monday 00:00 that ends the ISO week of ``a + N days`` (N to less than N + 7 days seen; about a
-  seventh of the scoring runs).
+  seventh of the instants).
 - **ltv_pred**: the saved model's calibrated predicted revenue in ``[as_of, as_of + 90 days)``
   (``score_model``'s ``ltv_pred``). The model's horizon must be 90 days; another horizon is
   refused rather than relabelled, so the metric's name always means what it says.
@@ -51,7 +52,7 @@ from core.experiments.assignments import clean_assignments_sql, experiment_users
 from core.experiments.metrics import MAX_RETENTION_DAY, Design, MetricSpec
 from core.models import registry
 from core.models.artifacts import MODEL_FILE
-from core.models.training import METRICS_FILE, model_kind, score_model
+from core.models.training import METRICS_FILE, model_kind, score_model, score_model_at_instants
 from core.population import keyed_events_sql
 from core.schema import user_key_sql
 from core.store import Store
@@ -166,8 +167,10 @@ def score_at_instants(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """``users`` (``user_id``, ``as_of``) with the model's ``columns`` (of ``score_model``'s
-    output) and a ``status`` added: one ``score_model`` run per distinct as-of instant, restricted
-    to the users who share it, so the cost is the number of distinct instants, not of users.
+    output) and a ``status`` added. A GBM model scores every user at their own instant in one pass
+    (``score_model_at_instants``: one features query, where a run per instant read the store once
+    per instant); the other kinds run ``score_model`` once per distinct instant, restricted to the
+    users who share it, so their cost is the number of distinct instants, not of users.
 
     Users who cannot be in any model's population at their instant (``_may_have_started``) are
     ``not_in_population`` without a run, and an instant with only such users costs nothing: users
@@ -188,6 +191,24 @@ def score_at_instants(
     closed = as_of <= data_end if data_end is not None else pd.Series(False, index=users.index)
     candidates = closed & _may_have_started(store, users)
     users.loc[closed & ~candidates, "status"] = "not_in_population"
+    if candidates.any():
+        if progress is not None:
+            progress(0.0, f"scoring {int(candidates.sum()):,} users, each at their own as-of")
+        batch = score_model_at_instants(
+            store,
+            model_dir,
+            pd.DataFrame({"user_id": users.loc[candidates, "user_id"], "as_of": as_of[candidates]}),
+        )
+        if batch is not None:
+            keys = pd.MultiIndex.from_arrays([users["user_id"].astype(str), as_of])
+            scored = batch.set_index([batch["user_id"].astype(str), pd.to_datetime(batch["as_of"])])
+            for column in columns:
+                users.loc[candidates, column] = scored[column].reindex(keys[candidates.to_numpy()]).to_numpy()
+            found = users.loc[candidates, columns[0]].notna()
+            users.loc[candidates, "status"] = np.where(found, "scored", "not_in_population")
+            if progress is not None:
+                progress(1.0, f"scored {int((users['status'] == 'scored').sum())} users")
+            return users
     moments = sorted(pd.Timestamp(moment) for moment in as_of[candidates].unique())
     for step, moment in enumerate(moments):
         if progress is not None:

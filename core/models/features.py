@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-from core.models.labels import model_users_sql
+from core.models.labels import activity_condition, model_users_sql
 from core.models.spec import ModelSpec
-from core.population import Filters, segment_attributes
+from core.population import Filters, keyed_events_sql, population_sql, segment_attributes
 from core.schema import user_key_sql
 from core.store import Store, quote_identifier
 
@@ -129,34 +129,49 @@ def feature_vocabulary(store: Store, spec: ModelSpec) -> FeatureVocabulary:
     return FeatureVocabulary(tuple(str(name) for name in names["event_name"]), tuple(attributes))
 
 
-def behaviour_features_sql(
-    store: Store,
-    spec: ModelSpec,
-    filters: Filters | None,
+class _FeatureParts(NamedTuple):
+    """The SQL pieces every feature query shares, around its own population and events."""
+
+    stats: str
+    stat_params: list[Any]
+    columns: str
+    column_params: list[Any]
+    attribute_cte: str
+    attribute_join: str
+
+
+def _feature_parts(
     vocabulary: FeatureVocabulary,
-    shard: tuple[int, int] | None = None,
-    users: Collection[str] | None = None,
-) -> tuple[str, list[Any]]:
-    """The one query of ``behaviour_features`` and its bound parameters."""
-    population, params, events = model_users_sql(store, spec, filters, shard, users)
-    as_of = spec.as_of
+    window_start: Callable[[int], tuple[str, list[Any]]],
+    as_of: tuple[str, list[Any]],
+) -> _FeatureParts:
+    """The aggregates over ``before`` (alias-free, one row per event) and the final columns over
+    ``model_users u``, ``stats s`` and ``attributes a``.
+
+    Args:
+        window_start: SQL (and parameters) for T - ``days``, as seen from a ``before`` row.
+        as_of: SQL (and parameters) for T, as seen from a ``model_users`` row.
+    """
     names = vocabulary.feature_names()
     stats: list[str] = []
     stat_params: list[Any] = []
     for days in WINDOWS_DAYS:
-        stats.append(f"count(*) FILTER (WHERE event_time >= ?) AS events_{days}d")
-        stats.append(f"count(DISTINCT day) FILTER (WHERE event_time >= ?) AS active_days_{days}d")
-        stat_params += [as_of - dt.timedelta(days=days)] * 2
+        start, params = window_start(days)
+        stats.append(f"count(*) FILTER (WHERE event_time >= {start}) AS events_{days}d")
+        stats.append(f"count(DISTINCT day) FILTER (WHERE event_time >= {start}) AS active_days_{days}d")
+        stat_params += params * 2
     for days in REVENUE_WINDOWS_DAYS:
-        stats.append(f"sum(revenue) FILTER (WHERE event_time >= ?) AS revenue_{days}d")
-        stat_params.append(as_of - dt.timedelta(days=days))
+        start, params = window_start(days)
+        stats.append(f"sum(revenue) FILTER (WHERE event_time >= {start}) AS revenue_{days}d")
+        stat_params += params
     for index, name in enumerate(vocabulary.event_names):
         stats.append(f"count(*) FILTER (WHERE event_name = ?) AS name_{index}")
         stat_params.append(name)
     day = f"/ {_MICROSECONDS_PER_DAY}.0"
+    as_of_sql, as_of_params = as_of
     select = [
-        f"(epoch_us(CAST(? AS TIMESTAMP)) - epoch_us(u.start_time)) {day}",
-        f"(epoch_us(CAST(? AS TIMESTAMP)) - epoch_us(s.last_time)) {day}",
+        f"(epoch_us({as_of_sql}) - epoch_us(u.start_time)) {day}",
+        f"(epoch_us({as_of_sql}) - epoch_us(s.last_time)) {day}",
         *(f"coalesce(s.events_{days}d, 0)" for days in WINDOWS_DAYS),
         "coalesce(s.events_total, 0)",
         *(f"coalesce(s.active_days_{days}d, 0)" for days in WINDOWS_DAYS),
@@ -172,7 +187,7 @@ def behaviour_features_sql(
             for index in range(len(vocabulary.event_names))
         ),
     ]
-    select_params: list[Any] = [as_of, as_of]
+    select_params: list[Any] = [*as_of_params, *as_of_params]
     attribute_columns: list[str] = []
     for index, (column, values) in enumerate(vocabulary.attributes):
         attribute_columns.append(f"min(CAST({quote_identifier(column)} AS VARCHAR)) AS a_{index}")
@@ -189,7 +204,29 @@ def behaviour_features_sql(
     columns = ",\n    ".join(
         f"CAST({expression} AS DOUBLE) AS {name}" for expression, name in zip(select, names, strict=True)
     )
-    stat_columns = ",\n        ".join(stats)
+    stat_columns = (
+        "max(event_time) AS last_time, min(day) AS first_day, max(day) AS last_day,\n"
+        "        count(*) AS events_total, count(DISTINCT day) AS active_days_total,\n"
+        "        sum(revenue) AS revenue_total, count(*) FILTER (WHERE revenue > 0) AS purchases,\n"
+        "        count(DISTINCT event_name) AS distinct_events,\n        " + ",\n        ".join(stats)
+    )
+    return _FeatureParts(stat_columns, stat_params, columns, select_params, attribute_cte, attribute_join)
+
+
+def behaviour_features_sql(
+    store: Store,
+    spec: ModelSpec,
+    filters: Filters | None,
+    vocabulary: FeatureVocabulary,
+    shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
+) -> tuple[str, list[Any]]:
+    """The one query of ``behaviour_features`` and its bound parameters."""
+    population, params, events = model_users_sql(store, spec, filters, shard, users)
+    as_of = spec.as_of
+    parts = _feature_parts(
+        vocabulary, lambda days: ("?", [as_of - dt.timedelta(days=days)]), ("CAST(? AS TIMESTAMP)", [as_of])
+    )
     sql = f"""
 WITH {population},
 before AS (
@@ -199,18 +236,89 @@ before AS (
     WHERE e.event_time < ? AND e.user_key IN (SELECT user_key FROM model_users)
 ),
 stats AS (
-    SELECT user_key, max(event_time) AS last_time, min(day) AS first_day, max(day) AS last_day,
-        count(*) AS events_total, count(DISTINCT day) AS active_days_total,
-        sum(revenue) AS revenue_total, count(*) FILTER (WHERE revenue > 0) AS purchases,
-        count(DISTINCT event_name) AS distinct_events,
-        {stat_columns}
+    SELECT user_key,
+        {parts.stats}
     FROM before GROUP BY user_key
-){attribute_cte}
+){parts.attribute_cte}
 SELECT u.user_id,
-    {columns}
-FROM model_users u LEFT JOIN stats s ON s.user_key = u.user_key{attribute_join}
+    {parts.columns}
+FROM model_users u LEFT JOIN stats s ON s.user_key = u.user_key{parts.attribute_join}
 ORDER BY u.user_id"""
-    return sql, [*params, as_of, *stat_params, *select_params]
+    return sql, [*params, as_of, *parts.stat_params, *parts.column_params]
+
+
+def behaviour_features_at_instants_sql(
+    store: Store, spec: ModelSpec, vocabulary: FeatureVocabulary, instants: pd.DataFrame
+) -> tuple[str, list[Any]]:
+    """The one query of ``behaviour_features_at_instants`` and its bound parameters.
+
+    The population rule is ``model_users_sql``'s, with each row's own T: a start (over all
+    events, as there) before T and, with a lookback, an activity event in ``[T - L, T)``.
+    """
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
+    lookback, lookback_params = "", []
+    if spec.lookback_days is not None:
+        activity, activity_params = activity_condition(spec, "e")
+        lookback = (
+            f" AND EXISTS (SELECT 1 FROM {events} e WHERE e.user_key = i.user_key "
+            f"AND e.event_time >= i.as_of - to_microseconds(CAST(? AS BIGINT)) AND e.event_time < i.as_of "
+            f"AND {activity})"
+        )
+        lookback_params = [round(spec.lookback_days * _MICROSECONDS_PER_DAY), *activity_params]
+    parts = _feature_parts(
+        vocabulary, lambda days: (f"(as_of - to_days(CAST({int(days)} AS INTEGER)))", []), ("u.as_of", [])
+    )
+    sql = f"""
+WITH instants AS (
+    SELECT user_id, as_of, {user_key_sql()} AS user_key
+    FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of)
+),
+population AS ({population}),
+model_users AS MATERIALIZED (
+    SELECT i.user_key, i.user_id, p.start_time, i.as_of
+    FROM instants i JOIN population p ON p.user_key = i.user_key
+    WHERE p.start_time < i.as_of{lookback}
+),
+before AS (
+    SELECT e.user_key, u.as_of, e.event_time, e.event_name, coalesce(e.revenue, 0) AS revenue,
+        date_trunc('day', e.event_time) AS day
+    FROM {events} e JOIN model_users u ON e.user_key = u.user_key
+    WHERE e.event_time < u.as_of
+),
+stats AS (
+    SELECT user_key, as_of,
+        {parts.stats}
+    FROM before GROUP BY user_key, as_of
+){parts.attribute_cte}
+SELECT u.user_id, u.as_of,
+    {parts.columns}
+FROM model_users u LEFT JOIN stats s ON s.user_key = u.user_key AND s.as_of = u.as_of{parts.attribute_join}
+ORDER BY u.as_of, u.user_id"""
+    instant_params = [
+        instants["user_id"].astype(str).tolist(),
+        [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
+    ]
+    return sql, [*instant_params, *params, *lookback_params, *parts.stat_params, *parts.column_params]
+
+
+def behaviour_features_at_instants(
+    store: Store, spec: ModelSpec, vocabulary: FeatureVocabulary, instants: pd.DataFrame
+) -> pd.DataFrame:
+    """Each ``instants`` row's (``user_id``, ``as_of``) features at its own as-of T, in one query.
+
+    The same features ``behaviour_features`` gives a user at that T (one scan of the events for
+    every instant, where one run per instant scanned them once each: scoring users at their own
+    assignment day took a run per day). Rows whose user is not in the population at their T are
+    left out, as there.
+
+    Returns:
+        DataFrame ``user_id, as_of`` then ``vocabulary.feature_names()``, sorted by as_of, user_id.
+    """
+    if instants.empty:
+        return pd.DataFrame(columns=["user_id", "as_of", *vocabulary.feature_names()])
+    sql, params = behaviour_features_at_instants_sql(store, spec, vocabulary, instants)
+    return store.query_df(sql, params).reset_index(drop=True)
 
 
 def behaviour_features(

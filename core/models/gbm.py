@@ -32,7 +32,13 @@ import pandas as pd
 
 from core.errors import TenureError
 from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
-from core.models.features import FEATURE_VERSION, FeatureVocabulary, behaviour_features, feature_vocabulary
+from core.models.features import (
+    FEATURE_VERSION,
+    FeatureVocabulary,
+    behaviour_features,
+    behaviour_features_at_instants,
+    feature_vocabulary,
+)
 from core.models.labels import labels
 from core.models.spec import ModelSpec, scoring_spec
 from core.population import Filters
@@ -213,15 +219,36 @@ class GBMModel:
         """
         spec = scoring_spec(self.spec_, spec)
         features = behaviour_features(store, spec, filters, self.vocabulary_, users=users)
-        matrix = features[self.feature_names_].to_numpy(dtype=float)
-        if len(features) == 0:
-            churn_prob = ltv_pred = np.zeros(0)
-        else:
-            churn_prob = np.clip(self.churn_booster_.predict(matrix), 0.0, 1.0)
-            ltv_pred = self.ltv_booster_.predict(matrix)
+        churn_prob, ltv_pred = self._boosted(features)
         return pd.DataFrame(
             {"user_id": features["user_id"].to_numpy(), "churn_prob": churn_prob, "ltv_pred": ltv_pred}
         )
+
+    def predict_at_instants(self, store: Store, instants: pd.DataFrame) -> pd.DataFrame:
+        """``predict`` for each ``instants`` row (``user_id``, ``as_of``) at its own as-of T, in one
+        features query (``behaviour_features_at_instants``) and one pass of each booster.
+
+        Returns:
+            DataFrame ``user_id, as_of, churn_prob, ltv_pred`` for the rows whose user is in the
+            population at their T, sorted by as_of then user_id.
+        """
+        features = behaviour_features_at_instants(store, self.spec_, self.vocabulary_, instants)
+        churn_prob, ltv_pred = self._boosted(features)
+        return pd.DataFrame(
+            {
+                "user_id": features["user_id"].to_numpy(),
+                "as_of": features["as_of"].to_numpy(),
+                "churn_prob": churn_prob,
+                "ltv_pred": ltv_pred,
+            }
+        )
+
+    def _boosted(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(churn probability, LTV) of each features row, from the two boosters."""
+        if len(features) == 0:
+            return np.zeros(0), np.zeros(0)
+        matrix = features[self.feature_names_].to_numpy(dtype=float)
+        return np.clip(self.churn_booster_.predict(matrix), 0.0, 1.0), self.ltv_booster_.predict(matrix)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``churn.txt``, ``ltv.txt`` (LightGBM text) and ``model.json`` into ``directory``."""

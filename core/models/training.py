@@ -631,15 +631,36 @@ def score_model(
         progress(0.5, "scoring")
         scored = gbm.predict(store, spec, filters, users=users)
         scored["median_weeks_to_churn"] = np.nan
+    scored = _calibrated(directory, scored)
+    progress(1.0, f"scored {len(scored)} users")
+    scored["median_weeks_to_churn"] = scored["median_weeks_to_churn"].astype("Int64")
+    return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
+
+
+def score_model_at_instants(
+    store: Store, directory: str | Path, instants: pd.DataFrame
+) -> pd.DataFrame | None:
+    """``score_model`` of each ``instants`` row (``user_id``, ``as_of``) at its own as-of T, in
+    one pass, for the model kinds that can (GBM); None for the others, which score one T per run.
+
+    Every T must be on or before the data's end. Returns ``user_id, as_of, churn_prob, ltv_pred``
+    (calibrated and scaled as ``score_model``'s) for the rows whose user is in the population at
+    their T.
+    """
+    if model_kind(directory) != "gbm":
+        return None
+    return _calibrated(directory, GBMModel.load(directory).predict_at_instants(store, instants))
+
+
+def _calibrated(directory: str | Path, scored: pd.DataFrame) -> pd.DataFrame:
+    """``scored`` with the folder's churn calibration and LTV scale applied, when it has them."""
     calibrator = load_calibrator(directory)
     if calibrator is not None and len(scored) > 0:
         scored["churn_prob"] = apply_calibrator(calibrator, scored["churn_prob"].to_numpy(dtype=float))
     ltv_scale = load_ltv_scale(directory)
     if ltv_scale is not None:
         scored["ltv_pred"] = ltv_scale.apply(scored["ltv_pred"].to_numpy(dtype=float))
-    progress(1.0, f"scored {len(scored)} users")
-    scored["median_weeks_to_churn"] = scored["median_weeks_to_churn"].astype("Int64")
-    return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
+    return scored
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:

@@ -492,7 +492,10 @@ def _ltv_section(store: Store, review: Review) -> None:
         st.session_state[LTV_STATE] = (key, model, extended)
     saved = st.session_state.get(LTV_STATE)
     if saved is None or saved[:2] != (key, model):
-        st.caption("Scoring takes one model run per assignment day: tens of seconds on a large experiment.")
+        st.caption(
+            "A GBM model scores every user in one pass; the other kinds take one model run per assignment "
+            "day: tens of seconds on a large experiment."
+        )
         return
     extended = saved[2]
     rows = extended.results[extended.results["metric"] == LTV_METRIC]

@@ -50,8 +50,8 @@ def _risk_model(store: Store, params: dict[str, str]) -> str | None:
         "wi_risk_model",
         "risk_model",
         help="A registered model that scores each user as of the start of their assignment day, so that a rule "
-        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Slow: one model run per assignment day "
-        "whose users have a history (days of users who arrive on them cost nothing).",
+        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). A GBM model scores everyone in one "
+        "pass; other kinds take one model run per assignment day whose users have a history.",
     )
     params["risk_model"] = chosen
     return None if chosen == NO_MODEL else chosen
@@ -62,7 +62,8 @@ def _target_controls(
 ) -> tuple[str | None, str | None, str | None]:
     """(variant, rule CSV text, churn-risk model folder): one of variant and rule is set; the
     model only with a rule. ``score_risk`` False lists ``churn_risk_decile`` without its values:
-    scoring them costs one model run per assignment day, worth it only when estimates follow."""
+    scoring them runs the model (once per assignment day for kinds other than GBM), worth it only
+    when estimates follow."""
     ui.seed_control(
         "wi_mode", "variant", param="policy", parse=url_params.choice(tuple(POLICY_MODES), "policy")
     )
@@ -89,7 +90,7 @@ def _target_controls(
     scored_model = model_dir if score_risk else None
     try:
         with st.spinner(
-            "Scoring each user's churn risk at their assignment day (one model run per day)..."
+            "Scoring each user's churn risk at their assignment day..."
             if scored_model
             else "Reading the attributes a rule may use..."
         ):
