@@ -19,6 +19,7 @@ from core.models.btyd import (
     BTYDModel,
     GammaGammaFitter,
     rfm_summary,
+    rfm_summary_at_instants,
 )
 from core.population import Filters
 from core.store import Store
@@ -306,6 +307,32 @@ def test_rfm_summary_matches_pandas_and_ignores_later_events(
         pd.testing.assert_frame_equal(
             rfm_summary(store, moment.to_pydatetime(), purchase_event=purchase_event), summary
         )
+
+
+@pytest.mark.parametrize("purchase_event", [None, "purchase"])
+def test_rfm_summary_at_instants_equals_one_run_per_instant(
+    small_store_path: Path, purchase_event: str | None
+) -> None:
+    """One query over users at their own as-of gives the rows a run at each as-of gives them."""
+    with Store(small_store_path, read_only=True) as store:
+        first, last = store.query_one("SELECT min(event_time), max(event_time) FROM events")
+        span = pd.Timestamp(last) - pd.Timestamp(first)
+        moments = [(pd.Timestamp(first) + span * share).floor("h") for share in (0.3, 0.55, 0.8)]
+        ids = store.query_df("SELECT DISTINCT user_id FROM events ORDER BY user_id")["user_id"].tolist()
+        rows = [(user, moments[index % 3]) for index, user in enumerate(ids)]
+        rows += [(user, moments[2]) for user in ids[0:90:3]]  # also asked at another instant
+        rows.append(("nobody-has-this-id", moments[1]))
+        instants = pd.DataFrame(rows, columns=["user_id", "as_of"])
+        batch = rfm_summary_at_instants(store, instants, time_unit_days=7, purchase_event=purchase_event)
+        expected = []
+        for moment, group in instants.groupby("as_of"):
+            one = rfm_summary(store, moment.to_pydatetime(), time_unit_days=7, purchase_event=purchase_event)
+            expected.append(one[one["user_id"].isin(group["user_id"])].assign(as_of=moment))
+    expected = pd.concat(expected).sort_values(["as_of", "user_id"], ignore_index=True)
+    assert len(expected) > 200 and expected["purchaser"].any()
+    pd.testing.assert_frame_equal(
+        batch, expected[batch.columns], check_dtype=False, check_exact=False, rtol=1e-12
+    )
 
 
 def test_rfm_summary_keeps_only_filtered_users(small_store_path: Path) -> None:

@@ -146,9 +146,10 @@ def test_predicted_ltv_equals_a_full_scoring_per_as_of_day(
     assert frame.loc["ghost", "status"] == "not_in_population" and np.isnan(frame.loc["ghost", "ltv_pred"])
 
 
-def test_kinds_without_a_batch_path_score_one_instant_per_run(store: Store, run_dir: Path) -> None:
-    """BG/NBD has no per-user as-of pass: its scores come from one run per instant, and must be
-    the scores of a full run at that instant."""
+def test_btyd_scores_at_instants_equal_a_full_run_per_instant(store: Store, run_dir: Path) -> None:
+    """BG/NBD scores every user at their own as-of in one pass (one summary query): each score
+    must be the one a full run at that instant gives. (Sequence models run once per instant:
+    tests/test_sequence_model.py.)"""
     predicted = predicted_ltv(store, EXPERIMENT, run_dir / "btyd", DAYS)
     assert (predicted["status"] == "scored").sum() == 240
     for as_of, users in predicted[predicted["status"] == "scored"].groupby("as_of"):

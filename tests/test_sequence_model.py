@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.experiments.ltv import score_at_instants
 from core.models.features import feature_vocabulary
 from core.models.sequence import SequenceModel, _bucketed_batches
 from core.models.sequence_config import SequenceConfig
@@ -275,6 +276,18 @@ def test_train_and_score_sequence_models(small_store_path: Path, tmp_path: Path)
             store, spec, ["seq", "gru"], "users", 0, tmp_path, sequence_config=TINY, device="cpu"
         )
         scores = score_model(store, tmp_path / "gru", dt.datetime(2026, 3, 1), device="cpu")
+        # Sequence models have no one-pass path: score_at_instants runs them once per instant.
+        moments = [pd.Timestamp("2026-02-01"), pd.Timestamp("2026-03-01")]
+        chosen = scores["user_id"].iloc[:20].tolist()
+        instants = pd.DataFrame({"user_id": chosen, "as_of": [moments[i % 2] for i in range(20)]})
+        at_instants = score_at_instants(store, tmp_path / "gru", instants, ("churn_prob", "ltv_pred"))
+        for moment, rows in at_instants[at_instants["status"] == "scored"].groupby("as_of"):
+            full = score_model(store, tmp_path / "gru", moment.to_pydatetime(), device="cpu").set_index(
+                "user_id"
+            )
+            np.testing.assert_allclose(rows["ltv_pred"], full.loc[rows["user_id"], "ltv_pred"], rtol=1e-5)
+            np.testing.assert_allclose(rows["churn_prob"], full.loc[rows["user_id"], "churn_prob"], rtol=1e-5)
+        assert (at_instants["status"] == "scored").sum() > 10
     assert sorted(table["model"]) == ["gru", "seq"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["device"] == {"requested": "cpu", "used": "cpu"}

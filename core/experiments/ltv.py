@@ -12,9 +12,9 @@ Definitions (all times UTC, as in the store):
   ``as_of = date_trunc('day', a + N days) + 1 day``, the midnight that ends the UTC calendar
   day of ``a + N days``. So the model sees at least N and less than N + 1 days of each user's
   post-assignment behaviour (events with ``event_time < as_of``), and users assigned on the
-  same day share one as-of instant. A GBM model scores every user at their own instant in one
-  pass (``score_model_at_instants``); the other kinds run ``score_model`` once per instant,
-  restricted to its users. ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
+  same day share one as-of instant. GBM and BG/NBD models score every user at their own instant
+  in one pass (``score_model_at_instants``); sequence models run ``score_model`` once per
+  instant, restricted to its users. ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
   Monday 00:00 that ends the ISO week of ``a + N days`` (N to less than N + 7 days seen; about a
   seventh of the instants).
 - **ltv_pred**: the saved model's calibrated predicted revenue in ``[as_of, as_of + 90 days)``
@@ -167,9 +167,9 @@ def score_at_instants(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """``users`` (``user_id``, ``as_of``) with the model's ``columns`` (of ``score_model``'s
-    output) and a ``status`` added. A GBM model scores every user at their own instant in one pass
-    (``score_model_at_instants``: one features query, where a run per instant read the store once
-    per instant); the other kinds run ``score_model`` once per distinct instant, restricted to the
+    output) and a ``status`` added. GBM and BG/NBD models score every user at their own instant in
+    one pass (``score_model_at_instants``: one query, where a run per instant read the store once
+    per instant); sequence models run ``score_model`` once per distinct instant, restricted to the
     users who share it, so their cost is the number of distinct instants, not of users.
 
     Users who cannot be in any model's population at their instant (``_may_have_started``) are

@@ -79,7 +79,7 @@ from core.evaluation import (
 )
 from core.export import to_safe_csv
 from core.models.artifacts import MODEL_FILE
-from core.models.btyd import BTYDModel, rfm_summary
+from core.models.btyd import BTYDModel, rfm_summary, rfm_summary_at_instants
 from core.models.choices import (
     AVAILABLE_MODELS,
     DEVICES,
@@ -641,15 +641,23 @@ def score_model_at_instants(
     store: Store, directory: str | Path, instants: pd.DataFrame
 ) -> pd.DataFrame | None:
     """``score_model`` of each ``instants`` row (``user_id``, ``as_of``) at its own as-of T, in
-    one pass, for the model kinds that can (GBM); None for the others, which score one T per run.
+    one pass, for the model kinds that can (GBM, BG/NBD); None for the sequence models, which
+    score one T per run.
 
     Every T must be on or before the data's end. Returns ``user_id, as_of, churn_prob, ltv_pred``
     (calibrated and scaled as ``score_model``'s) for the rows whose user is in the population at
     their T.
     """
-    if model_kind(directory) != "gbm":
-        return None
-    return _calibrated(directory, GBMModel.load(directory).predict_at_instants(store, instants))
+    kind = model_kind(directory)
+    if kind == "gbm":
+        return _calibrated(directory, GBMModel.load(directory).predict_at_instants(store, instants))
+    if kind == "btyd":
+        model = BTYDModel.load(directory)
+        summary = rfm_summary_at_instants(store, instants, time_unit_days=model.time_unit_days)
+        scored = model.predict(summary)[["user_id", "churn_prob", "ltv_pred"]]
+        scored.insert(1, "as_of", summary["as_of"].to_numpy())
+        return _calibrated(directory, scored)
+    return None
 
 
 def _calibrated(directory: str | Path, scored: pd.DataFrame) -> pd.DataFrame:

@@ -493,8 +493,8 @@ def _ltv_section(store: Store, review: Review) -> None:
     saved = st.session_state.get(LTV_STATE)
     if saved is None or saved[:2] != (key, model):
         st.caption(
-            "A GBM model scores every user in one pass; the other kinds take one model run per assignment "
-            "day: tens of seconds on a large experiment."
+            "GBM and BG/NBD models score every user in one pass; sequence models take one model run per "
+            "assignment day: tens of seconds on a large experiment."
         )
         return
     extended = saved[2]

@@ -65,8 +65,8 @@ def _segment_values(_store: Store, version: str, experiment: str, model_dir: str
 
 def rule_attributes(store: Store, experiment: str, model_dir: str | None = None) -> dict[str, list[str]]:
     """``segments.rule_attributes``: each attribute a rule may name with its users' values (with
-    ``model_dir``, ``churn_risk_decile`` too: one pass for a GBM model, one model run per
-    assignment day for the others)."""
+    ``model_dir``, ``churn_risk_decile`` too: one pass for GBM and BG/NBD models, one model run
+    per assignment day for sequence models)."""
     return _rule_attributes(store, store.version(), experiment, model_dir)
 
 
