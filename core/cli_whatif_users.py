@@ -129,7 +129,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="a trained model folder (e.g. RUN/gbm from 'python -m core train'): scores each user's churn "
         "risk as of their assignment day for rule rows on churn_risk_decile (1..10, 10 = highest risk); "
-        "one scoring run per assignment day",
+        "every user in one scoring pass, each at their own assignment day",
     )
     parser.add_argument(
         "--outcome",

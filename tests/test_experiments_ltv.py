@@ -148,7 +148,7 @@ def test_predicted_ltv_equals_a_full_scoring_per_as_of_day(
 
 def test_btyd_scores_at_instants_equal_a_full_run_per_instant(store: Store, run_dir: Path) -> None:
     """BG/NBD scores every user at their own as-of in one pass (one summary query): each score
-    must be the one a full run at that instant gives. (Sequence models run once per instant:
+    must be the one a full run at that instant gives. (Sequence models:
     tests/test_sequence_model.py.)"""
     predicted = predicted_ltv(store, EXPERIMENT, run_dir / "btyd", DAYS)
     assert (predicted["status"] == "scored").sum() == 240
@@ -157,12 +157,13 @@ def test_btyd_scores_at_instants_equal_a_full_run_per_instant(store: Store, run_
         np.testing.assert_allclose(users["ltv_pred"], full.loc[users["user_id"], "ltv_pred"], rtol=1e-9)
 
 
-def test_users_without_a_start_before_their_instant_cost_no_scoring_run(
+def test_users_at_many_instants_cost_one_scoring_pass(
     store: Store, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Users scored at the midnight before their first event and signup (as the What-if page's
-    churn risk at assignment does for users assigned on arrival) are in no population: their
-    instants must not run the model, and the other users must get the scores they always got."""
+    churn risk at assignment does for users assigned on arrival) are in no population, and the
+    other users get the scores a full run at their instant gives; all of them, over many
+    distinct instants, in one scoring pass."""
     from core.experiments import ltv as ltv_module
 
     firsts = store.query_df(
@@ -176,26 +177,20 @@ def test_users_without_a_start_before_their_instant_cost_no_scoring_run(
     assert len(started_ids) == 6
     started = pd.DataFrame({"user_id": started_ids, "as_of": instant})
     runs: list[list[str]] = []
-    real, real_batch = ltv_module.score_model, ltv_module.score_model_at_instants
-
-    def counted(*args, **kwargs):
-        runs.append(list(kwargs["users"]))
-        return real(*args, **kwargs)
+    real_batch = ltv_module.score_model_at_instants
 
     def counted_batch(store, model_dir, instants):
         runs.append(instants["user_id"].tolist())
         return real_batch(store, model_dir, instants)
 
-    monkeypatch.setattr(ltv_module, "score_model", counted)
     monkeypatch.setattr(ltv_module, "score_model_at_instants", counted_batch)
     result = ltv_module.score_at_instants(
         store, run_dir / "gbm", pd.concat([unstarted, started], ignore_index=True)
     )
-    # The GBM scores every instant in one pass; only the started users reach the model.
-    assert runs == [started_ids]
+    assert runs == [[*unstarted["user_id"], *started_ids]]
     assert (result["status"].iloc[: len(unstarted)] == "not_in_population").all()
     assert result["ltv_pred"].iloc[: len(unstarted)].isna().all()
-    expected = real(store, run_dir / "gbm", instant.to_pydatetime()).set_index("user_id")
+    expected = score_model(store, run_dir / "gbm", instant.to_pydatetime()).set_index("user_id")
     tail = result.iloc[len(unstarted) :]
     assert (tail["status"] == "scored").all()
     np.testing.assert_allclose(tail["ltv_pred"], expected.loc[started_ids, "ltv_pred"], rtol=1e-9)

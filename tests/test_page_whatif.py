@@ -338,7 +338,7 @@ def test_closed_long_term_tab_does_not_score_churn_risk(
     segment_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shared link with a churn-risk rule that opens on another tab must not pay for the model
-    runs (one per assignment day): they wait until the Long-term tab opens."""
+    pass over every assigned user: it waits until the Long-term tab opens."""
     import streamlit as st
 
     from core.whatif import segments

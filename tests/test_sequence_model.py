@@ -31,6 +31,7 @@ from core.models.sequences import (
     EVENT_OFFSET,
     ITEM_OFFSET,
     build_inputs,
+    build_inputs_at_instants,
     horizon_weeks,
     sequence_vocabulary,
 )
@@ -268,6 +269,41 @@ def test_scoring_restricted_to_users_equals_their_rows_of_a_full_run(
     pd.testing.assert_frame_equal(restricted, expected, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
+def test_inputs_at_instants_equal_inputs_built_at_each_instant(small_store_path: Path, inputs) -> None:
+    """One pair of queries builds every user's inputs at their own T: each row must equal the
+    user's row of ``build_inputs`` at that T, and a user asked at two instants keeps two
+    histories (their events up to each T, the hours to each T)."""
+    spec, vocabulary, _ = inputs
+    moments = [AS_OF - pd.Timedelta(days=40), AS_OF]
+    with Store(small_store_path, read_only=True) as store:
+        features = feature_vocabulary(store, spec)
+        per_moment = {
+            moment: build_inputs(
+                store, ModelSpec(moment.to_pydatetime()), None, vocabulary, features, MAX_EVENTS
+            )
+            for moment in moments
+        }
+        early_users = per_moment[moments[0]].user_ids[::7].tolist()
+        late_users = per_moment[moments[1]].user_ids[::11].tolist()
+        instants = pd.DataFrame(
+            {
+                "user_id": [*early_users, *late_users, *early_users[:5], "nobody-has-this-id"],
+                "as_of": [moments[0]] * len(early_users) + [moments[1]] * (len(late_users) + 6),
+            }
+        )
+        at = build_inputs_at_instants(store, spec, instants, vocabulary, features, MAX_EVENTS)
+    assert len(at) == len(early_users) + len(set(late_users) | set(early_users[:5]))
+    twice = set(early_users[:5])
+    assert sum(user in twice for user in at.user_ids) == 10
+    for row, (user, moment) in enumerate(zip(at.user_ids, at.extra["as_of"], strict=True)):
+        built = per_moment[pd.Timestamp(moment)]
+        other = int(np.flatnonzero(built.user_ids == user)[0])
+        assert at.lengths[row] == built.lengths[other]
+        for name in ("events", "items", "weekday", "hour", "numeric"):
+            np.testing.assert_array_equal(getattr(at, name)[row], getattr(built, name)[other], err_msg=name)
+        np.testing.assert_allclose(at.static[row], built.static[other], rtol=1e-12, equal_nan=True)
+
+
 def test_train_and_score_sequence_models(small_store_path: Path, tmp_path: Path) -> None:
     """train_models fits seq and gru beside a baseline, writes their folders, and score reads them."""
     spec = ModelSpec(dt.datetime(2026, 3, 1))
@@ -288,6 +324,9 @@ def test_train_and_score_sequence_models(small_store_path: Path, tmp_path: Path)
             np.testing.assert_allclose(rows["ltv_pred"], full.loc[rows["user_id"], "ltv_pred"], rtol=1e-5)
             np.testing.assert_allclose(rows["churn_prob"], full.loc[rows["user_id"], "churn_prob"], rtol=1e-5)
         assert (at_instants["status"] == "scored").sum() > 10
+        before_anyone = instants.assign(as_of=pd.Timestamp("2000-01-01"))
+        nobody = score_at_instants(store, tmp_path / "gru", before_anyone, ("churn_prob", "ltv_pred"))
+        assert (nobody["status"] == "not_in_population").all() and nobody["churn_prob"].isna().all()
     assert sorted(table["model"]) == ["gru", "seq"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["device"] == {"requested": "cpu", "used": "cpu"}

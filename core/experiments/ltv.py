@@ -12,9 +12,8 @@ Definitions (all times UTC, as in the store):
   ``as_of = date_trunc('day', a + N days) + 1 day``, the midnight that ends the UTC calendar
   day of ``a + N days``. So the model sees at least N and less than N + 1 days of each user's
   post-assignment behaviour (events with ``event_time < as_of``), and users assigned on the
-  same day share one as-of instant. GBM and BG/NBD models score every user at their own instant
-  in one pass (``score_model_at_instants``); sequence models run ``score_model`` once per
-  instant, restricted to its users. ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
+  same day share one as-of instant. Every model kind scores every user at their own instant in
+  one pass (``score_model_at_instants``). ``bucket="week"``: ``as_of = date_trunc('week', a + N days) + 7 days``, the
   Monday 00:00 that ends the ISO week of ``a + N days`` (N to less than N + 7 days seen; about a
   seventh of the instants).
 - **ltv_pred**: the saved model's calibrated predicted revenue in ``[as_of, as_of + 90 days)``
@@ -52,9 +51,7 @@ from core.experiments.assignments import clean_assignments_sql, experiment_users
 from core.experiments.metrics import MAX_RETENTION_DAY, Design, MetricSpec
 from core.models import registry
 from core.models.artifacts import MODEL_FILE
-from core.models.training import METRICS_FILE, model_kind, score_model, score_model_at_instants
-from core.population import keyed_events_sql
-from core.schema import user_key_sql
+from core.models.training import METRICS_FILE, model_kind, score_model_at_instants
 from core.store import Store
 
 LTV_METRIC = "predicted_ltv_90d"
@@ -140,7 +137,7 @@ def predicted_ltv(
         experiment: the experiment's name in ``assignments``.
         model_dir: a saved model folder (``DIR/<model>`` written by ``train``), any kind.
         days: N, the days after assignment the model waits for (module docstring).
-        progress: called with (fraction done, message), once per as-of instant.
+        progress: called with (fraction done, message) before and after the scoring.
         bucket: ``day`` or ``week``: the as-of rule (module docstring).
 
     Returns:
@@ -167,20 +164,14 @@ def score_at_instants(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """``users`` (``user_id``, ``as_of``) with the model's ``columns`` (of ``score_model``'s
-    output) and a ``status`` added. GBM and BG/NBD models score every user at their own instant in
-    one pass (``score_model_at_instants``: one query, where a run per instant read the store once
-    per instant); sequence models run ``score_model`` once per distinct instant, restricted to the
-    users who share it, so their cost is the number of distinct instants, not of users.
-
-    Users who cannot be in any model's population at their instant (``_may_have_started``) are
-    ``not_in_population`` without a run, and an instant with only such users costs nothing: users
-    scored at their own assignment (the What-if page's churn risk, for an experiment that assigns
-    users as they arrive) would otherwise cost a run per day for no score at all.
+    output) and a ``status`` added. Every model kind scores every user at their own instant in
+    one pass (``score_model_at_instants``), so the cost does not grow with the number of distinct
+    instants: users scored at their own assignment day would otherwise cost a run per day.
 
     ``status`` (module docstring): ``scored``; ``window_open`` (``as_of`` after the data's end,
     not scored); ``not_in_population`` (no score at ``as_of`` for ``columns[0]``). ``columns``
     are NaN unless scored.
-    ``progress`` is called once per instant that runs the model.
+    ``progress`` is called before and after the scoring.
     """
     users = users.copy()
     data_end = store.data_end()
@@ -189,72 +180,23 @@ def score_at_instants(
     users["status"] = "window_open"
     as_of = pd.to_datetime(users["as_of"])
     closed = as_of <= data_end if data_end is not None else pd.Series(False, index=users.index)
-    candidates = closed & _may_have_started(store, users)
-    users.loc[closed & ~candidates, "status"] = "not_in_population"
-    if candidates.any():
-        if progress is not None:
-            progress(0.0, f"scoring {int(candidates.sum()):,} users, each at their own as-of")
-        batch = score_model_at_instants(
-            store,
-            model_dir,
-            pd.DataFrame({"user_id": users.loc[candidates, "user_id"], "as_of": as_of[candidates]}),
-        )
-        if batch is not None:
-            keys = pd.MultiIndex.from_arrays([users["user_id"].astype(str), as_of])
-            scored = batch.set_index([batch["user_id"].astype(str), pd.to_datetime(batch["as_of"])])
-            for column in columns:
-                users.loc[candidates, column] = scored[column].reindex(keys[candidates.to_numpy()]).to_numpy()
-            found = users.loc[candidates, columns[0]].notna()
-            users.loc[candidates, "status"] = np.where(found, "scored", "not_in_population")
-            if progress is not None:
-                progress(1.0, f"scored {int((users['status'] == 'scored').sum())} users")
-            return users
-    moments = sorted(pd.Timestamp(moment) for moment in as_of[candidates].unique())
-    for step, moment in enumerate(moments):
-        if progress is not None:
-            progress(step / len(moments), f"scoring the users of as-of {moment.isoformat()}")
-        rows = candidates & (as_of == moment)
-        scored = score_model(
-            store, model_dir, moment.to_pydatetime(), users=users.loc[rows, "user_id"].tolist()
-        ).set_index("user_id")
-        for column in columns:
-            users.loc[rows, column] = users.loc[rows, "user_id"].map(scored[column])
-        found = users.loc[rows, columns[0]].notna()
-        users.loc[rows, "status"] = np.where(found, "scored", "not_in_population")
+    users.loc[closed, "status"] = "not_in_population"
+    if not closed.any():
+        return users
+    if progress is not None:
+        progress(0.0, f"scoring {int(closed.sum()):,} users, each at their own as-of")
+    batch = score_model_at_instants(
+        store, model_dir, pd.DataFrame({"user_id": users.loc[closed, "user_id"], "as_of": as_of[closed]})
+    )
+    keys = pd.MultiIndex.from_arrays([users["user_id"].astype(str), as_of])
+    scored = batch.set_index([batch["user_id"].astype(str), pd.to_datetime(batch["as_of"])])
+    for column in columns:
+        users.loc[closed, column] = scored[column].reindex(keys[closed.to_numpy()]).to_numpy(dtype=float)
+    found = users.loc[closed, columns[0]].notna()
+    users.loc[closed, "status"] = np.where(found, "scored", "not_in_population")
     if progress is not None:
         progress(1.0, f"scored {int((users['status'] == 'scored').sum())} users")
     return users
-
-
-def _may_have_started(store: Store, users: pd.DataFrame) -> pd.Series:
-    """True for each row of ``users`` whose user has an event or a signup before ``as_of``.
-
-    Every model kind's population at T holds only users whose start is before T, and a start is
-    the first event, the first event of a given name (never earlier) or the signup: a user with
-    neither before T is in no population. The test is a superset of any population, so the
-    users it lets through get exactly the scores they got before it existed.
-    """
-    if users.empty:
-        return pd.Series(False, index=users.index)
-    earliest = store.query_df(
-        f"""
-WITH ids AS (SELECT DISTINCT user_id FROM unnest(?::VARCHAR[]) AS t(user_id)),
-first_events AS (
-    SELECT user_key, min(event_time) AS first_time FROM {keyed_events_sql(store)}
-    WHERE user_key IN (SELECT {user_key_sql()} FROM ids) GROUP BY user_key
-),
-signups AS (
-    SELECT user_id, min(signup_time) AS signup_time FROM users
-    WHERE user_id IN (SELECT user_id FROM ids) GROUP BY user_id
-)
-SELECT i.user_id, least(f.first_time, s.signup_time) AS earliest
-FROM ids i
-LEFT JOIN first_events f ON f.user_key = {user_key_sql("i.user_id")}
-LEFT JOIN signups s ON s.user_id = i.user_id""",
-        [users["user_id"].astype(str).unique().tolist()],
-    ).set_index("user_id")["earliest"]
-    start = pd.to_datetime(users["user_id"].astype(str).map(earliest))
-    return (start < pd.to_datetime(users["as_of"])).fillna(False).astype(bool)
 
 
 def _moment_rows(users: pd.DataFrame) -> dict[str, pd.Series]:

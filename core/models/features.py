@@ -36,9 +36,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from core.models.labels import activity_condition, model_users_sql
+from core.models.labels import model_users_at_instants_sql, model_users_sql
 from core.models.spec import ModelSpec
-from core.population import Filters, keyed_events_sql, population_sql, segment_attributes
+from core.population import Filters, segment_attributes
 from core.schema import user_key_sql
 from core.store import Store, quote_identifier
 
@@ -250,36 +250,14 @@ ORDER BY u.user_id"""
 def behaviour_features_at_instants_sql(
     store: Store, spec: ModelSpec, vocabulary: FeatureVocabulary, instants: pd.DataFrame
 ) -> tuple[str, list[Any]]:
-    """The one query of ``behaviour_features_at_instants`` and its bound parameters.
-
-    The population rule is ``model_users_sql``'s, with each row's own T: a start (over all
-    events, as there) before T and, with a lookback, an activity event in ``[T - L, T)``.
-    """
-    events = keyed_events_sql(store)
-    population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
-    lookback, lookback_params = "", []
-    if spec.lookback_days is not None:
-        activity, activity_params = activity_condition(spec, "e")
-        lookback = (
-            f" AND EXISTS (SELECT 1 FROM {events} e WHERE e.user_key = i.user_key "
-            f"AND e.event_time >= i.as_of - to_microseconds(CAST(? AS BIGINT)) AND e.event_time < i.as_of "
-            f"AND {activity})"
-        )
-        lookback_params = [round(spec.lookback_days * _MICROSECONDS_PER_DAY), *activity_params]
+    """The one query of ``behaviour_features_at_instants`` and its bound parameters; the
+    population at each row's own T is ``model_users_at_instants_sql``'s."""
+    users, params, events = model_users_at_instants_sql(store, spec, instants)
     parts = _feature_parts(
         vocabulary, lambda days: (f"(as_of - to_days(CAST({int(days)} AS INTEGER)))", []), ("u.as_of", [])
     )
     sql = f"""
-WITH instants AS (
-    SELECT user_id, as_of, {user_key_sql()} AS user_key
-    FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of)
-),
-population AS ({population}),
-model_users AS MATERIALIZED (
-    SELECT i.user_key, i.user_id, p.start_time, i.as_of
-    FROM instants i JOIN population p ON p.user_key = i.user_key
-    WHERE p.start_time < i.as_of{lookback}
-),
+WITH {users},
 before AS (
     SELECT e.user_key, u.as_of, e.event_time, e.event_name, coalesce(e.revenue, 0) AS revenue,
         date_trunc('day', e.event_time) AS day
@@ -295,11 +273,7 @@ SELECT u.user_id, u.as_of,
     {parts.columns}
 FROM model_users u LEFT JOIN stats s ON s.user_key = u.user_key AND s.as_of = u.as_of{parts.attribute_join}
 ORDER BY u.as_of, u.user_id"""
-    instant_params = [
-        instants["user_id"].astype(str).tolist(),
-        [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
-    ]
-    return sql, [*instant_params, *params, *lookback_params, *parts.stat_params, *parts.column_params]
+    return sql, [*params, *parts.stat_params, *parts.column_params]
 
 
 def behaviour_features_at_instants(

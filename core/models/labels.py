@@ -22,6 +22,8 @@ from core.population import Filters, keyed_events_sql, population_sql
 from core.schema import user_key_sql
 from core.store import Store
 
+_MICROSECONDS_PER_DAY = 86_400_000_000
+
 LABEL_COLUMNS = ("user_id", "churned", "ltv_actual")
 
 
@@ -89,6 +91,48 @@ model_users AS MATERIALIZED (
         ON ids.user_key = u.user_key
 )"""
     return sql, [*params, spec.as_of, *lookback_params, *shard_params, *users_params], events
+
+
+def model_users_at_instants_sql(
+    store: Store, spec: ModelSpec, instants: pd.DataFrame
+) -> tuple[str, list[Any], str]:
+    """CTEs (a ``WITH`` body) defining ``model_users(user_key, user_id, start_time, as_of)``: the
+    rows of ``instants`` (``user_id``, ``as_of``) whose user is in the population at their own T.
+
+    The population rule is ``model_users_sql``'s with each row's own T: a start (over all events,
+    no filters) before T and, with a lookback, an activity event in ``[T - L, T)``. A user asked
+    at two instants is two rows, told apart by ``as_of``; a row asked twice is one.
+
+    Returns:
+        (sql, params, events) as ``model_users_sql``.
+    """
+    events = keyed_events_sql(store)
+    population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
+    lookback, lookback_params = "", []
+    if spec.lookback_days is not None:
+        activity, activity_params = activity_condition(spec, "e")
+        lookback = (
+            f" AND EXISTS (SELECT 1 FROM {events} e WHERE e.user_key = i.user_key "
+            f"AND e.event_time >= i.as_of - to_microseconds(CAST(? AS BIGINT)) AND e.event_time < i.as_of "
+            f"AND {activity})"
+        )
+        lookback_params = [round(spec.lookback_days * _MICROSECONDS_PER_DAY), *activity_params]
+    sql = f"""
+instants AS (
+    SELECT DISTINCT user_id, as_of, {user_key_sql()} AS user_key
+    FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of)
+),
+population AS ({population}),
+model_users AS MATERIALIZED (
+    SELECT i.user_key, i.user_id, p.start_time, i.as_of
+    FROM instants i JOIN population p ON p.user_key = i.user_key
+    WHERE p.start_time < i.as_of{lookback}
+)"""
+    instant_params = [
+        instants["user_id"].astype(str).tolist(),
+        [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
+    ]
+    return sql, [*instant_params, *params, *lookback_params], events
 
 
 def labels_sql(store: Store, spec: ModelSpec, filters: Filters | None = None) -> tuple[str, list[Any]]:

@@ -62,6 +62,7 @@ from core.models.sequences import (
     SequenceInputs,
     SequenceVocabulary,
     build_inputs,
+    build_inputs_at_instants,
     horizon_weeks,
     sequence_vocabulary,
 )
@@ -349,6 +350,42 @@ class SequenceModel:
             frames.append(self.predict_inputs(inputs, survival=survival))
         progress(1.0, "scored")
         return pd.concat(frames, ignore_index=True).sort_values("user_id").reset_index(drop=True)
+
+    def predict_at_instants(self, store: Store, instants: pd.DataFrame) -> pd.DataFrame:
+        """``predict`` for each ``instants`` row (``user_id``, ``as_of``) at its own as-of T: the
+        inputs of every T from one pair of queries (``build_inputs_at_instants``), where a run
+        per T read the store once per T. Chunks of ``score_shard_users`` rows bound memory.
+
+        Returns:
+            DataFrame ``user_id, as_of, churn_prob, ltv_pred`` for the rows whose user is in the
+            population at their T, sorted by as_of then user_id.
+        """
+        frames = []
+        size = self.config.score_shard_users
+        for start in range(0, len(instants), size):
+            inputs = build_inputs_at_instants(
+                store,
+                self.spec_,
+                instants.iloc[start : start + size],
+                self.vocabulary_,
+                self.feature_vocabulary_,
+                self.config.max_events,
+            )
+            if len(inputs):
+                scored = self.predict_inputs(inputs)
+                scored.insert(1, "as_of", inputs.extra["as_of"])
+                frames.append(scored)
+        if not frames:
+            return pd.DataFrame(
+                {
+                    "user_id": pd.Series(dtype=object),
+                    "as_of": pd.Series(dtype="datetime64[us]"),
+                    "churn_prob": pd.Series(dtype=float),
+                    "ltv_pred": pd.Series(dtype=float),
+                }
+            )
+        scored = pd.concat(frames, ignore_index=True)
+        return scored.sort_values(["as_of", "user_id"]).reset_index(drop=True)
 
     # -- saving ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

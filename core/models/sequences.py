@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.models.features import FeatureVocabulary, behaviour_features
-from core.models.labels import activity_condition, labels, model_users_sql
+from core.models.features import FeatureVocabulary, behaviour_features, behaviour_features_at_instants
+from core.models.labels import activity_condition, labels, model_users_at_instants_sql, model_users_sql
 from core.models.spec import ModelSpec
 from core.population import Filters
 from core.store import Store
@@ -140,6 +140,34 @@ class SequenceInputs:
         )
 
 
+def _history_select(events: str, users: str) -> str:
+    """The ``before`` CTE and the final SELECT of a history query.
+
+    ``users`` names a relation ``(user_key, user_id, as_of)``: one history per row, each with
+    its own T. Parameters: ``max_events`` twice.
+    """
+    return f"""before AS (
+    SELECT u.user_key, u.as_of, e.event_time, e.event_name, e.item_id,
+        greatest(coalesce(e.revenue, 0), 0) AS revenue,
+        row_number() OVER recent AS rn,
+        lead(e.event_time) OVER recent AS previous_time,
+        count(*) OVER (PARTITION BY u.user_key, u.as_of) AS n
+    FROM {events} e JOIN {users} u ON u.user_key = e.user_key
+    WHERE e.event_time < u.as_of
+    WINDOW recent AS (
+        PARTITION BY u.user_key, u.as_of
+        ORDER BY e.event_time DESC, e.event_name DESC NULLS LAST, e.item_id DESC NULLS LAST,
+            e.revenue DESC NULLS LAST
+    )
+)
+SELECT u.user_id, u.as_of, least(b.n, ?) - b.rn AS position, b.event_time, b.event_name, b.item_id,
+    b.revenue, (epoch_us(u.as_of) - epoch_us(b.event_time)) / {_HOUR_US} AS hours_to_as_of,
+    (epoch_us(b.event_time) - epoch_us(b.previous_time)) / {_HOUR_US} AS gap_hours,
+    isodow(b.event_time) - 1 AS weekday, hour(b.event_time) AS hour
+FROM before b JOIN {users} u ON u.user_key = b.user_key AND u.as_of = b.as_of
+WHERE b.rn <= ?"""
+
+
 def history_sql(
     store: Store,
     spec: ModelSpec,
@@ -148,31 +176,26 @@ def history_sql(
     shard: tuple[int, int] | None,
     users: Collection[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """One row per kept event: ``user_id, position`` (0 = oldest kept) and the raw event fields."""
+    """One row per kept event: ``user_id, as_of, position`` (0 = oldest kept) and the raw event
+    fields, for the population at ``spec.as_of``."""
     population, params, events = model_users_sql(store, spec, filters, shard, users)
     sql = f"""
 WITH {population},
-before AS (
-    SELECT e.user_key, e.event_time, e.event_name, e.item_id,
-        greatest(coalesce(e.revenue, 0), 0) AS revenue,
-        row_number() OVER recent AS rn,
-        lead(e.event_time) OVER recent AS previous_time,
-        count(*) OVER (PARTITION BY e.user_key) AS n
-    FROM {events} e
-    WHERE e.event_time < ? AND e.user_key IN (SELECT user_key FROM model_users)
-    WINDOW recent AS (
-        PARTITION BY e.user_key
-        ORDER BY e.event_time DESC, e.event_name DESC NULLS LAST, e.item_id DESC NULLS LAST,
-            e.revenue DESC NULLS LAST
-    )
-)
-SELECT u.user_id, least(b.n, ?) - b.rn AS position, b.event_time, b.event_name, b.item_id, b.revenue,
-    (epoch_us(CAST(? AS TIMESTAMP)) - epoch_us(b.event_time)) / {_HOUR_US} AS hours_to_as_of,
-    (epoch_us(b.event_time) - epoch_us(b.previous_time)) / {_HOUR_US} AS gap_hours,
-    isodow(b.event_time) - 1 AS weekday, hour(b.event_time) AS hour
-FROM before b JOIN model_users u ON u.user_key = b.user_key
-WHERE b.rn <= ?"""
-    return sql, [*params, spec.as_of, max_events, spec.as_of, max_events]
+model_users_at AS (SELECT *, CAST(? AS TIMESTAMP) AS as_of FROM model_users),
+{_history_select(events, "model_users_at")}"""
+    return sql, [*params, spec.as_of, max_events, max_events]
+
+
+def history_at_instants_sql(
+    store: Store, spec: ModelSpec, instants: pd.DataFrame, max_events: int
+) -> tuple[str, list[Any]]:
+    """``history_sql`` for each ``instants`` row (``user_id``, ``as_of``) at its own T, in one
+    query; a user asked at two instants has two histories."""
+    population, params, events = model_users_at_instants_sql(store, spec, instants)
+    sql = f"""
+WITH {population},
+{_history_select(events, "model_users")}"""
+    return sql, [*params, max_events, max_events]
 
 
 def weeks_active_sql(
@@ -207,22 +230,15 @@ def _indices(values: pd.Series, vocabulary: tuple[str, ...], offset: int, missin
     return np.where(values.isna().to_numpy(), missing, indices)
 
 
-def build_inputs(
-    store: Store,
-    spec: ModelSpec,
-    filters: Filters | None,
+def _inputs(
+    user_ids: np.ndarray,
+    static: pd.DataFrame,
+    history: pd.DataFrame,
+    rows: np.ndarray,
     vocabulary: SequenceVocabulary,
-    feature_vocabulary: FeatureVocabulary,
     max_events: int,
-    *,
-    with_labels: bool = False,
-    shard: tuple[int, int] | None = None,
-    users: Collection[str] | None = None,
 ) -> SequenceInputs:
-    """Every population user's history and static features at ``spec.as_of`` (module docstring);
-    ``users``: only the population users among these ids (``model_users_sql``)."""
-    static = behaviour_features(store, spec, filters, feature_vocabulary, shard, users)
-    user_ids = static["user_id"].astype(str).to_numpy()
+    """The padded arrays of ``SequenceInputs``: ``history`` row i goes to input row ``rows[i]``."""
     width = max_events + 1
     shape = (len(user_ids), width)
     events = np.zeros(shape, dtype=np.int64)
@@ -231,10 +247,7 @@ def build_inputs(
     hour = np.zeros(shape, dtype=np.int64)
     numeric = np.zeros((*shape, len(NUMERIC_FEATURES)), dtype=np.float32)
     lengths = np.zeros(len(user_ids), dtype=np.int64)
-    sql, params = history_sql(store, spec, filters, max_events, shard, users)
-    history = store.query_df(sql, params)
     if len(history):
-        rows = pd.Index(user_ids).get_indexer(history["user_id"].astype(str))
         columns = history["position"].to_numpy(dtype=np.int64) + 1
         events[rows, columns] = _indices(history["event_name"], vocabulary.event_names, EVENT_OFFSET, 1)
         items[rows, columns] = _indices(history["item_id"], vocabulary.items, ITEM_OFFSET, 1)
@@ -252,15 +265,32 @@ def build_inputs(
             ]
         ).astype(np.float32)
         np.maximum.at(lengths, rows, columns)
-    inputs = SequenceInputs(
-        user_ids,
-        lengths,
-        events,
-        items,
-        weekday,
-        hour,
-        numeric,
-        static[feature_vocabulary.feature_names()].to_numpy(dtype=float),
+    return SequenceInputs(
+        user_ids, lengths, events, items, weekday, hour, numeric, static.to_numpy(dtype=float)
+    )
+
+
+def build_inputs(
+    store: Store,
+    spec: ModelSpec,
+    filters: Filters | None,
+    vocabulary: SequenceVocabulary,
+    feature_vocabulary: FeatureVocabulary,
+    max_events: int,
+    *,
+    with_labels: bool = False,
+    shard: tuple[int, int] | None = None,
+    users: Collection[str] | None = None,
+) -> SequenceInputs:
+    """Every population user's history and static features at ``spec.as_of`` (module docstring);
+    ``users``: only the population users among these ids (``model_users_sql``)."""
+    static = behaviour_features(store, spec, filters, feature_vocabulary, shard, users)
+    user_ids = static["user_id"].astype(str).to_numpy()
+    sql, params = history_sql(store, spec, filters, max_events, shard, users)
+    history = store.query_df(sql, params)
+    rows = pd.Index(user_ids).get_indexer(history["user_id"].astype(str))
+    inputs = _inputs(
+        user_ids, static[feature_vocabulary.feature_names()], history, rows, vocabulary, max_events
     )
     if with_labels:
         targets = labels(store, spec, filters)
@@ -271,4 +301,36 @@ def build_inputs(
         inputs.churned = targets["churned"].to_numpy(dtype=np.float32)[order]
         inputs.ltv = targets["ltv_actual"].to_numpy(dtype=np.float32)[order]
         inputs.weeks_active = targets["weeks_active"].to_numpy(dtype=np.int64)[order]
+    return inputs
+
+
+def build_inputs_at_instants(
+    store: Store,
+    spec: ModelSpec,
+    instants: pd.DataFrame,
+    vocabulary: SequenceVocabulary,
+    feature_vocabulary: FeatureVocabulary,
+    max_events: int,
+) -> SequenceInputs:
+    """``build_inputs`` for each ``instants`` row (``user_id``, ``as_of``) at its own T: two
+    queries for every instant, where a run per instant read the store once each.
+
+    Rows whose user is not in the population at their T are left out. Input rows are sorted by
+    as_of then user_id; ``extra["as_of"]`` holds each row's T.
+    """
+    static = behaviour_features_at_instants(store, spec, feature_vocabulary, instants)
+    user_ids = static["user_id"].astype(str).to_numpy()
+    as_of = pd.to_datetime(static["as_of"]).to_numpy()
+    sql, params = history_at_instants_sql(store, spec, instants, max_events)
+    history = store.query_df(sql, params)
+    keys = pd.MultiIndex.from_arrays([user_ids, as_of])
+    rows = keys.get_indexer(
+        pd.MultiIndex.from_arrays(
+            [history["user_id"].astype(str).to_numpy(), pd.to_datetime(history["as_of"]).to_numpy()]
+        )
+    )
+    inputs = _inputs(
+        user_ids, static[feature_vocabulary.feature_names()], history, rows, vocabulary, max_events
+    )
+    inputs.extra["as_of"] = as_of
     return inputs

@@ -637,27 +637,28 @@ def score_model(
     return scored[list(SCORE_COLUMNS)].sort_values("user_id").reset_index(drop=True)
 
 
-def score_model_at_instants(
-    store: Store, directory: str | Path, instants: pd.DataFrame
-) -> pd.DataFrame | None:
+def score_model_at_instants(store: Store, directory: str | Path, instants: pd.DataFrame) -> pd.DataFrame:
     """``score_model`` of each ``instants`` row (``user_id``, ``as_of``) at its own as-of T, in
-    one pass, for the model kinds that can (GBM, BG/NBD); None for the sequence models, which
-    score one T per run.
+    one pass whatever the model's kind (the features, summaries or histories of every T from one
+    query each, where a run per T read the store once per T).
 
     Every T must be on or before the data's end. Returns ``user_id, as_of, churn_prob, ltv_pred``
     (calibrated and scaled as ``score_model``'s) for the rows whose user is in the population at
     their T.
     """
     kind = model_kind(directory)
-    if kind == "gbm":
-        return _calibrated(directory, GBMModel.load(directory).predict_at_instants(store, instants))
-    if kind == "btyd":
+    if kind in SEQUENCE_MODELS:
+        from core.models.sequence import SequenceModel
+
+        scored = SequenceModel.load(directory).predict_at_instants(store, instants)
+    elif kind == "btyd":
         model = BTYDModel.load(directory)
         summary = rfm_summary_at_instants(store, instants, time_unit_days=model.time_unit_days)
         scored = model.predict(summary)[["user_id", "churn_prob", "ltv_pred"]]
         scored.insert(1, "as_of", summary["as_of"].to_numpy())
-        return _calibrated(directory, scored)
-    return None
+    else:
+        scored = GBMModel.load(directory).predict_at_instants(store, instants)
+    return _calibrated(directory, scored)
 
 
 def _calibrated(directory: str | Path, scored: pd.DataFrame) -> pd.DataFrame:

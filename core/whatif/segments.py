@@ -80,7 +80,7 @@ def churn_risk_at_assignment(
 ) -> pd.DataFrame:
     """Each clean assigned user's churn probability and risk decile at assignment (module docstring).
 
-    Costs one ``score_model`` run per distinct assignment day (reported through ``progress``).
+    Scores every user at their own assignment day in one pass (``score_at_instants``).
 
     Returns:
         DataFrame ``RISK_COLUMNS`` by user_id: ``as_of`` the midnight starting the assignment

@@ -158,7 +158,7 @@ def evaluate_user_policy(
     """Estimate the target's value (steps in the module docstring).
 
     ``progress`` is called with (fraction, message) while a rule's churn-risk deciles are
-    scored (one model run per assignment day: the slow part when a rule uses them).
+    scored (one model pass over every assignment day: the slow part when a rule uses them).
     ``segments``: ``segments.segment_values`` of the experiment with at least the rule's
     segment columns, when the caller already has them (several outcomes of one rule).
     """

@@ -57,16 +57,15 @@ def _rule_attributes(
 @st.cache_data(show_spinner=False, max_entries=8)
 def _segment_values(_store: Store, version: str, experiment: str, model_dir: str | None) -> pd.DataFrame:
     """Every user's stage (and, with a model, churn-risk decile) at assignment, computed once for
-    the rule editor's list and every outcome a rule is estimated for: the deciles cost one model
-    run per assignment day."""
+    the rule editor's list and every outcome a rule is estimated for: the deciles cost a model
+    pass over every user."""
     names = [segments.LIFECYCLE_STAGE] + ([segments.CHURN_RISK_DECILE] if model_dir is not None else [])
     return segments.segment_values(_store, experiment, names, model_dir)
 
 
 def rule_attributes(store: Store, experiment: str, model_dir: str | None = None) -> dict[str, list[str]]:
     """``segments.rule_attributes``: each attribute a rule may name with its users' values (with
-    ``model_dir``, ``churn_risk_decile`` too: one pass for GBM and BG/NBD models, one model run
-    per assignment day for sequence models)."""
+    ``model_dir``, ``churn_risk_decile`` too: one model pass over every user)."""
     return _rule_attributes(store, store.version(), experiment, model_dir)
 
 

@@ -50,8 +50,8 @@ def _risk_model(store: Store, params: dict[str, str]) -> str | None:
         "wi_risk_model",
         "risk_model",
         help="A registered model that scores each user as of the start of their assignment day, so that a rule "
-        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). GBM and BG/NBD models score everyone "
-        "in one pass; sequence models take one model run per assignment day whose users have a history.",
+        f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Every model kind scores everyone in one "
+        "pass, each user at their own assignment day.",
     )
     params["risk_model"] = chosen
     return None if chosen == NO_MODEL else chosen
@@ -62,8 +62,7 @@ def _target_controls(
 ) -> tuple[str | None, str | None, str | None]:
     """(variant, rule CSV text, churn-risk model folder): one of variant and rule is set; the
     model only with a rule. ``score_risk`` False lists ``churn_risk_decile`` without its values:
-    scoring them runs the model (once per assignment day for sequence models), worth it only when
-    estimates follow."""
+    scoring them runs the model over every user, worth it only when estimates follow."""
     ui.seed_control(
         "wi_mode", "variant", param="policy", parse=url_params.choice(tuple(POLICY_MODES), "policy")
     )
