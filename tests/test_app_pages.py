@@ -92,6 +92,31 @@ def test_retention_controls_come_from_the_url(app: AppTest) -> None:
     assert app.query_params.get("period") == "month"
 
 
+def _seeded_controls_script() -> None:
+    import streamlit as st
+
+    from pages.shared import ui
+
+    ui.start_run()
+    ui.seed_control("pick", "c", options=["a", "b", "c"])
+    ui.seed_control("many", ["a"], options=["a", "b", "c"])
+    st.selectbox("Pick", ["a", "b", "c"], key="pick")
+    st.multiselect("Many", ["a", "b", "c"], key="many")
+
+
+def test_values_no_longer_offered_fall_back_to_the_pages_default(tiny_store: Path, monkeypatch) -> None:
+    """Values remembered from another dataset (an event name, an attribute this store lacks) give
+    way to the page's default, not to the widget's first option, and a multiselect keeps only its
+    offered entries."""
+    monkeypatch.setenv("TENURE_DB", str(tiny_store))
+    app = AppTest.from_function(_seeded_controls_script)
+    app.session_state["_tenure_remembered"] = {"pick": "gone", "many": ["b", "gone"]}
+    app.run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="pick").value == "c"
+    assert app.multiselect(key="many").value == ["b"]
+
+
 def test_retention_drill_down_lists_the_cell(app: AppTest, tiny_store: Path) -> None:
     open_page(app, "pages/explore/retention.py")
     cohort = app.selectbox(key="drill_cohort").value

@@ -75,7 +75,7 @@ def _metric_list(options: list[str]) -> Callable[[str], list[str]]:
 def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_choice("exp_experiment", names, param="experiment")
-    ui.seed_control("exp_metrics", defaults, param="metrics", parse=_metric_list(metrics))
+    ui.seed_control("exp_metrics", defaults, param="metrics", parse=_metric_list(metrics), options=metrics)
     ui.seed_control("exp_days", DEFAULT_DAYS, param="days", parse=_days)
     ui.seed_control("exp_control", None, param="control")
     ui.seed_control("exp_cuped", False, param="cuped", parse=_flag)
@@ -89,14 +89,12 @@ def _seed_controls(names: list[str], metrics: list[str], defaults: list[str]) ->
         "exp_winsorize", "off", param="winsorize", parse=url_params.choice(tuple(WINSORIZE), "winsorize")
     )
     ui.seed_control("exp_tab", "Results", param="tab", parse=url_params.tab(TABS))
-    st.session_state["exp_metrics"] = [name for name in st.session_state["exp_metrics"] if name in metrics]
 
 
 def _draw_controls(store: Store, names: list[str], metrics: list[str]) -> tuple[Design, Options]:
     experiment = st.selectbox("Experiment", names, key="exp_experiment")
     variants = list(cached_experiments.experiment_users(store, experiment).users)
-    if st.session_state.get("exp_control") not in variants:
-        st.session_state["exp_control"] = choose_control(variants, None)
+    ui.seed_control("exp_control", choose_control(variants, None), options=variants)
     chosen = st.multiselect(
         "Metrics",
         metrics,

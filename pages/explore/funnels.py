@@ -33,18 +33,24 @@ def _seed_controls(event_names: list[str], breakdowns: list[str]) -> None:
         event_names[: min(3, len(event_names))],
         param="steps",
         parse=url_params.names(event_names, "event name"),
+        options=event_names,
     )
     ui.seed_control("fun_window", "7d", param="window", parse=_window)
     ui.seed_control("fun_order", "ordered", param="order", parse=url_params.choice(ORDERS, "order"))
     ui.seed_control(
-        "fun_exclude", NO_CHOICE, param="exclude", parse=url_params.choice(event_names, "exclude")
+        "fun_exclude",
+        NO_CHOICE,
+        param="exclude",
+        parse=url_params.choice(event_names, "exclude"),
+        options=[NO_CHOICE, *event_names],
     )
-    ui.seed_control("fun_by", NO_CHOICE, param="by", parse=url_params.choice(breakdowns, "by"))
-    st.session_state["fun_steps"] = [name for name in st.session_state["fun_steps"] if name in event_names]
-    if st.session_state["fun_exclude"] not in (NO_CHOICE, *event_names):
-        st.session_state["fun_exclude"] = NO_CHOICE
-    if st.session_state["fun_by"] not in (NO_CHOICE, *breakdowns):
-        st.session_state["fun_by"] = NO_CHOICE
+    ui.seed_control(
+        "fun_by",
+        NO_CHOICE,
+        param="by",
+        parse=url_params.choice(breakdowns, "by"),
+        options=[NO_CHOICE, *breakdowns],
+    )
 
 
 def _draw_controls(event_names: list[str], breakdowns: list[str]) -> dict[str, str]:
@@ -218,6 +224,7 @@ def _seed_lifecycle_controls(event_names: list[str]) -> None:
         ANY_EVENT,
         param="life_key",
         parse=url_params.choice([ANY_EVENT, *event_names], "life_key"),
+        options=[ANY_EVENT, *event_names],
     )
     purchase_default = defaults.purchase_event if defaults.purchase_event in event_names else event_names[0]
     ui.seed_control(
@@ -225,13 +232,10 @@ def _seed_lifecycle_controls(event_names: list[str]) -> None:
         purchase_default,
         param="life_purchase",
         parse=url_params.choice(event_names, "life_purchase"),
+        options=event_names,
     )
     for key, param, field in LIFECYCLE_NUMBERS:
         ui.seed_control(key, getattr(defaults, field), param=param, parse=_whole_number)
-    if st.session_state["life_key"] not in (ANY_EVENT, *event_names):
-        st.session_state["life_key"] = ANY_EVENT
-    if st.session_state["life_purchase"] not in event_names:
-        st.session_state["life_purchase"] = purchase_default
 
 
 def _lifecycle(store: Store, filters: Filters, event_names: list[str]) -> dict[str, str]:

@@ -59,8 +59,12 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
         param="start",
         parse=lambda text: LifecycleSpec.from_query_params({"start": text}).start.kind,
     )
-    ui.seed_control("lc_start_event", event_names[0], param="start", parse=_start_event(event_names))
-    ui.seed_control("lc_activity", [], param="activity", parse=url_params.names(event_names, "event"))
+    ui.seed_control(
+        "lc_start_event", event_names[0], param="start", parse=_start_event(event_names), options=event_names
+    )
+    ui.seed_control(
+        "lc_activity", [], param="activity", parse=url_params.names(event_names, "event"), options=event_names
+    )
     ui.seed_control("lc_as_of", last_day, param="stage_at", parse=dt.date.fromisoformat)
     ui.seed_control(
         "lc_compare", last_day - dt.timedelta(days=30), param="stage_from", parse=dt.date.fromisoformat
@@ -71,11 +75,6 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
         # A date from the URL or another dataset, kept within the data's days.
         chosen = st.session_state[key]
         st.session_state[key] = min(max(chosen or last_day, first_day), last_day)
-    if st.session_state["lc_start_event"] not in event_names:
-        st.session_state["lc_start_event"] = event_names[0]
-    st.session_state["lc_activity"] = [
-        name for name in st.session_state["lc_activity"] if name in event_names
-    ]
 
 
 def _draw_controls(event_names: list[str]) -> LifecycleSpec:

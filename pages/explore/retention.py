@@ -54,16 +54,25 @@ def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     ui.seed_control("ret_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
     ui.seed_control("ret_mode", "classic", param="mode", parse=url_params.choice(MODES, "mode"))
     ui.seed_control("ret_start", "first_event", param="start", parse=_start_kind)
-    ui.seed_control("ret_start_event", event_names[0], param="start", parse=_start_event(event_names))
-    ui.seed_control("ret_return", [], param="return", parse=url_params.names(event_names, "return event"))
+    ui.seed_control(
+        "ret_start_event", event_names[0], param="start", parse=_start_event(event_names), options=event_names
+    )
+    ui.seed_control(
+        "ret_return",
+        [],
+        param="return",
+        parse=url_params.names(event_names, "return event"),
+        options=event_names,
+    )
     ui.seed_control("ret_max", None, param="max_periods", parse=_max_periods)
     ui.seed_control("ret_calendar", False, param="calendar", parse=lambda text: text.lower() in ("1", "true"))
-    ui.seed_control("ret_by", NO_BREAKDOWN, param="by", parse=url_params.choice(attributes, "by"))
-    if st.session_state["ret_start_event"] not in event_names:
-        st.session_state["ret_start_event"] = event_names[0]
-    if st.session_state["ret_by"] not in (NO_BREAKDOWN, *attributes):
-        st.session_state["ret_by"] = NO_BREAKDOWN
-    st.session_state["ret_return"] = [name for name in st.session_state["ret_return"] if name in event_names]
+    ui.seed_control(
+        "ret_by",
+        NO_BREAKDOWN,
+        param="by",
+        parse=url_params.choice(attributes, "by"),
+        options=[NO_BREAKDOWN, *attributes],
+    )
 
 
 def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[RetentionSpec, str | None]:

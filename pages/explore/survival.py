@@ -45,21 +45,23 @@ def _seed_controls(event_names: list[str], breakdowns: list[str], attributes: li
         NO_TERMINAL,
         param="terminal",
         parse=url_params.choice([NO_TERMINAL, *event_names], "terminal"),
+        options=[NO_TERMINAL, *event_names],
     )
     ui.seed_control(
-        "surv_by", NO_BREAKDOWN, param="by", parse=url_params.choice([NO_BREAKDOWN, *breakdowns], "by")
+        "surv_by",
+        NO_BREAKDOWN,
+        param="by",
+        parse=url_params.choice([NO_BREAKDOWN, *breakdowns], "by"),
+        options=[NO_BREAKDOWN, *breakdowns],
     )
     ui.seed_control("surv_horizon", 90.0, param="horizon", parse=_days("horizon"))
     ui.seed_control("surv_days", list(DEFAULT_SURVIVAL_DAYS), param="days", parse=_day_list)
-    ui.seed_control("surv_cox", [], param="cox", parse=url_params.names(attributes, "attribute"))
+    ui.seed_control(
+        "surv_cox", [], param="cox", parse=url_params.names(attributes, "attribute"), options=attributes
+    )
     ui.seed_control(
         "surv_first_week", False, param="first_week", parse=lambda text: text.lower() in ("1", "true")
     )
-    if st.session_state["surv_terminal"] not in (NO_TERMINAL, *event_names):
-        st.session_state["surv_terminal"] = NO_TERMINAL
-    if st.session_state["surv_by"] not in (NO_BREAKDOWN, *breakdowns):
-        st.session_state["surv_by"] = NO_BREAKDOWN
-    st.session_state["surv_cox"] = [name for name in st.session_state["surv_cox"] if name in attributes]
 
 
 def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpec:

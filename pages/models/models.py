@@ -267,8 +267,7 @@ def _timeline_section(
     if not users:
         st.info("This model has no evaluation users.")
         return
-    if st.session_state.get("models_timeline_user") not in users:
-        st.session_state["models_timeline_user"] = users[0]
+    ui.seed_control("models_timeline_user", users[0], options=users)
     user_id = right.selectbox(
         "User",
         users,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -113,32 +113,46 @@ def seed_control(
     *,
     param: str | None = None,
     parse: Callable[[str], Any] | None = None,
+    options: Collection[Any] | None = None,
 ) -> None:
     """Give the widget ``key`` its starting value before it is drawn.
 
     In order: the value it already has this session; the URL parameter ``param`` (parsed by
     ``parse``, which raises ``TenureError`` or ``ValueError`` on a bad value: then a warning and the
     next source); the value it had when the page was last left; ``default``.
+
+    ``options``: the values the widget offers now, when they depend on the store (event names,
+    attributes, variants). A value it is not among, kept from another dataset or experiment, falls
+    back to ``default``; a list (a multiselect's) keeps only its offered entries. Checked on every
+    run, since the store can change under a value the session already holds.
     """
     st.session_state[_SEEDED_KEYS].append(key)
-    if key in st.session_state:
-        return
+    if key not in st.session_state:
+        st.session_state[key] = _starting_value(key, default, param, parse)
+    if options is not None:
+        value = st.session_state[key]
+        offered = [entry for entry in value if entry in options] if isinstance(value, list) else value
+        if not isinstance(value, list) and value not in options:
+            offered = default
+        if offered != value:
+            st.session_state[key] = offered
+
+
+def _starting_value(key: str, default: Any, param: str | None, parse: Callable[[str], Any] | None) -> Any:
+    """``seed_control``'s sources after the session's own value: the URL, the last visit, ``default``."""
     text = url_at_start().get(param) if param else None
     if text is not None:
         try:
-            st.session_state[key] = parse(text) if parse else text
-            return
+            return parse(text) if parse else text
         except (TenureError, ValueError) as error:
             st.warning(f"URL parameter '{param}={text}' was ignored: {error}")
-    st.session_state[key] = st.session_state[_REMEMBERED].get(key, default)
+    return st.session_state[_REMEMBERED].get(key, default)
 
 
 def seed_choice(key: str, options: list[str], *, param: str) -> None:
     """``seed_control`` for a choice among ``options`` that depend on the store (attributes, saved
     models): a remembered or linked value no longer offered falls back to the first option."""
-    seed_control(key, options[0], param=param, parse=url_params.choice(options, param))
-    if st.session_state[key] not in options:
-        st.session_state[key] = options[0]
+    seed_control(key, options[0], param=param, parse=url_params.choice(options, param), options=options)
 
 
 def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwargs) -> str:

@@ -66,9 +66,13 @@ def _target_controls(
     ui.seed_control(
         "wi_mode", "variant", param="policy", parse=url_params.choice(tuple(POLICY_MODES), "policy")
     )
-    ui.seed_control("wi_variant", variants[-1], param="variant", parse=url_params.choice(variants, "variant"))
-    if st.session_state["wi_variant"] not in variants:
-        st.session_state["wi_variant"] = variants[-1]
+    ui.seed_control(
+        "wi_variant",
+        variants[-1],
+        param="variant",
+        parse=url_params.choice(variants, "variant"),
+        options=variants,
+    )
     mode = st.radio(
         "Target", tuple(POLICY_MODES), key="wi_mode", format_func=POLICY_MODES.__getitem__, horizontal=True
     )
@@ -172,10 +176,12 @@ def _long_term_controls(
     )
     variants = list(cached_experiments.experiment_users(store, experiment).users)
     ui.seed_control(
-        "wi_versus", "logged", param="versus", parse=url_params.choice(["logged", *variants], "versus")
+        "wi_versus",
+        "logged",
+        param="versus",
+        parse=url_params.choice(["logged", *variants], "versus"),
+        options=["logged", *variants],
     )
-    if st.session_state["wi_versus"] not in ["logged", *variants]:
-        st.session_state["wi_versus"] = "logged"
     variant, rule_text, model_dir = _target_controls(
         store, experiment, variants, params, score_risk=score_risk
     )
