@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_pages import app_on_home_page  # noqa: E402 (after the path is set)
+
 
 class Sizes:
     """Counts the bytes of figure JSON and download CSV that a page run produces."""
@@ -66,15 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         os.environ["TENURE_DB"] = str(shutil.copy(args.store, Path(folder) / "store.duckdb"))
-        from streamlit.testing.v1 import AppTest
-
         sizes = Sizes()
         sizes.install()
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-        at.run()
-        for pair in filter(None, args.query.split("&")):
-            name, _, value = pair.partition("=")
-            at.query_params[name] = value
+        at = app_on_home_page(args.query)
         sizes.reset()
         started = time.perf_counter()
         at.switch_page(args.page).run()

@@ -49,8 +49,9 @@ TABBED_PAGES = {
 TIMEOUT_SECONDS = 600
 
 
-def time_one_page(page: str, query: str) -> float:
-    """Run in a child process: the seconds of ``page``'s first run (after the home page)."""
+def app_on_home_page(query: str):
+    """An ``AppTest`` of the app after its home page's run, with ``query`` (``a=1&b=2``) in the
+    URL for the next page (so that page is timed alone)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_SECONDS)
@@ -58,6 +59,12 @@ def time_one_page(page: str, query: str) -> float:
     for pair in filter(None, query.split("&")):
         name, _, value = pair.partition("=")
         at.query_params[name] = value
+    return at
+
+
+def time_one_page(page: str, query: str) -> float:
+    """Run in a child process: the seconds of ``page``'s first run (after the home page)."""
+    at = app_on_home_page(query)
     started = time.perf_counter()
     at.switch_page(page).run()
     elapsed = time.perf_counter() - started
