@@ -37,20 +37,8 @@ def _seed_controls(event_names: list[str], breakdowns: list[str]) -> None:
     )
     ui.seed_control("fun_window", "7d", param="window", parse=_window)
     ui.seed_control("fun_order", "ordered", param="order", parse=url_params.choice(ORDERS, "order"))
-    ui.seed_control(
-        "fun_exclude",
-        NO_CHOICE,
-        param="exclude",
-        parse=url_params.choice(event_names, "exclude"),
-        options=[NO_CHOICE, *event_names],
-    )
-    ui.seed_control(
-        "fun_by",
-        NO_CHOICE,
-        param="by",
-        parse=url_params.choice(breakdowns, "by"),
-        options=[NO_CHOICE, *breakdowns],
-    )
+    ui.seed_optional_choice("fun_exclude", NO_CHOICE, event_names, param="exclude")
+    ui.seed_optional_choice("fun_by", NO_CHOICE, breakdowns, param="by")
 
 
 def _draw_controls(event_names: list[str], breakdowns: list[str]) -> dict[str, str]:
@@ -219,13 +207,7 @@ def _whole_number(text: str) -> int:
 
 def _seed_lifecycle_controls(event_names: list[str]) -> None:
     defaults = LifecycleFunnelSpec()
-    ui.seed_control(
-        "life_key",
-        ANY_EVENT,
-        param="life_key",
-        parse=url_params.choice([ANY_EVENT, *event_names], "life_key"),
-        options=[ANY_EVENT, *event_names],
-    )
+    ui.seed_optional_choice("life_key", ANY_EVENT, event_names, param="life_key")
     purchase_default = defaults.purchase_event if defaults.purchase_event in event_names else event_names[0]
     ui.seed_control(
         "life_purchase",

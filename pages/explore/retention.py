@@ -66,13 +66,7 @@ def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     )
     ui.seed_control("ret_max", None, param="max_periods", parse=_max_periods)
     ui.seed_control("ret_calendar", False, param="calendar", parse=lambda text: text.lower() in ("1", "true"))
-    ui.seed_control(
-        "ret_by",
-        NO_BREAKDOWN,
-        param="by",
-        parse=url_params.choice(attributes, "by"),
-        options=[NO_BREAKDOWN, *attributes],
-    )
+    ui.seed_optional_choice("ret_by", NO_BREAKDOWN, attributes, param="by")
 
 
 def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[RetentionSpec, str | None]:

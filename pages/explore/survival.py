@@ -40,20 +40,8 @@ def _seed_controls(event_names: list[str], breakdowns: list[str], attributes: li
     ui.seed_control(
         "surv_start", "first_event", param="start", parse=url_params.choice(tuple(START_LABELS), "start")
     )
-    ui.seed_control(
-        "surv_terminal",
-        NO_TERMINAL,
-        param="terminal",
-        parse=url_params.choice([NO_TERMINAL, *event_names], "terminal"),
-        options=[NO_TERMINAL, *event_names],
-    )
-    ui.seed_control(
-        "surv_by",
-        NO_BREAKDOWN,
-        param="by",
-        parse=url_params.choice([NO_BREAKDOWN, *breakdowns], "by"),
-        options=[NO_BREAKDOWN, *breakdowns],
-    )
+    ui.seed_optional_choice("surv_terminal", NO_TERMINAL, event_names, param="terminal")
+    ui.seed_optional_choice("surv_by", NO_BREAKDOWN, breakdowns, param="by")
     ui.seed_control("surv_horizon", 90.0, param="horizon", parse=_days("horizon"))
     ui.seed_control("surv_days", list(DEFAULT_SURVIVAL_DAYS), param="days", parse=_day_list)
     ui.seed_control(

@@ -155,6 +155,13 @@ def seed_choice(key: str, options: list[str], *, param: str) -> None:
     seed_control(key, options[0], param=param, parse=url_params.choice(options, param), options=options)
 
 
+def seed_optional_choice(key: str, none: str, options: list[str], *, param: str) -> None:
+    """``seed_choice`` with a leading value that means none (no breakdown, no excluded event),
+    the default."""
+    choices = [none, *options]
+    seed_control(key, none, param=param, parse=url_params.choice(choices, param), options=choices)
+
+
 def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwargs) -> str:
     """A selectbox over store-dependent ``options``, kept in the URL as ``param`` (``seed_choice``)."""
     seed_choice(key, options, param=param)
