@@ -322,6 +322,7 @@ def test_rfm_summary_at_instants_equals_one_run_per_instant(
         rows = [(user, moments[index % 3]) for index, user in enumerate(ids)]
         rows += [(user, moments[2]) for user in ids[0:90:3]]  # also asked at another instant
         rows.append(("nobody-has-this-id", moments[1]))
+        rows += rows[:5]  # asked twice: one row each
         instants = pd.DataFrame(rows, columns=["user_id", "as_of"])
         batch = rfm_summary_at_instants(store, instants, time_unit_days=7, purchase_event=purchase_event)
         expected = []

@@ -45,6 +45,7 @@ from scipy.special import betaln, gammaln, hyp2f1
 
 from core.errors import TenureError
 from core.models.artifacts import MODEL_FILE, library_versions, write_model_json
+from core.models.labels import instants_sql
 from core.population import Filters, StartSpec, population_sql
 from core.store import Store
 
@@ -164,21 +165,18 @@ def rfm_summary_at_instants(
     purchase_event: str | None = None,
 ) -> pd.DataFrame:
     """``rfm_summary`` of each ``instants`` row (``user_id``, ``as_of``) at its own as-of, in one
-    query: the rows a run at each instant gives, for the users of the population then.
+    query: the rows a run at each instant gives, for the users of the population then (a row
+    asked twice is one).
 
     Returns:
         DataFrame ``user_id, as_of`` then the other ``SUMMARY_COLUMNS``, sorted by as_of, user_id.
     """
     population, population_params = population_sql(store, StartSpec(), Filters())
+    relation, instant_params = instants_sql(instants)
     chosen = (
-        "SELECT i.user_id, i.as_of, p.start_time FROM "
-        "(SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of) i "
+        f"SELECT i.user_id, i.as_of, p.start_time FROM ({relation}) i "
         f"JOIN ({population}) p ON p.user_id = i.user_id WHERE p.start_time < i.as_of"
     )
-    instant_params = [
-        instants["user_id"].astype(str).tolist(),
-        [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
-    ]
     sql, params = _rfm_sql(
         chosen, [*instant_params, *population_params], None, time_unit_days, purchase_event
     )

@@ -93,6 +93,19 @@ model_users AS MATERIALIZED (
     return sql, [*params, spec.as_of, *lookback_params, *shard_params, *users_params], events
 
 
+def instants_sql(instants: pd.DataFrame) -> tuple[str, list[Any]]:
+    """A relation ``(user_id, as_of)`` of the distinct rows of ``instants``, bound as two lists:
+    the users that one-pass scoring reads each at their own T (a row asked twice is one)."""
+    return (
+        "SELECT DISTINCT user_id, as_of "
+        "FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of)",
+        [
+            instants["user_id"].astype(str).tolist(),
+            [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
+        ],
+    )
+
+
 def model_users_at_instants_sql(
     store: Store, spec: ModelSpec, instants: pd.DataFrame
 ) -> tuple[str, list[Any], str]:
@@ -107,6 +120,7 @@ def model_users_at_instants_sql(
         (sql, params, events) as ``model_users_sql``.
     """
     events = keyed_events_sql(store)
+    instants_relation, instant_params = instants_sql(instants)
     population, params = population_sql(store, spec.start, Filters(), by_key=True, events=events)
     lookback, lookback_params = "", []
     if spec.lookback_days is not None:
@@ -118,20 +132,13 @@ def model_users_at_instants_sql(
         )
         lookback_params = [round(spec.lookback_days * _MICROSECONDS_PER_DAY), *activity_params]
     sql = f"""
-instants AS (
-    SELECT DISTINCT user_id, as_of, {user_key_sql()} AS user_key
-    FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::TIMESTAMP[]) AS as_of)
-),
+instants AS (SELECT user_id, as_of, {user_key_sql()} AS user_key FROM ({instants_relation})),
 population AS ({population}),
 model_users AS MATERIALIZED (
     SELECT i.user_key, i.user_id, p.start_time, i.as_of
     FROM instants i JOIN population p ON p.user_key = i.user_key
     WHERE p.start_time < i.as_of{lookback}
 )"""
-    instant_params = [
-        instants["user_id"].astype(str).tolist(),
-        [pd.Timestamp(moment).to_pydatetime() for moment in instants["as_of"]],
-    ]
     return sql, [*instant_params, *params, *lookback_params], events
 
 
