@@ -130,12 +130,16 @@ def seed_control(
     if key not in st.session_state:
         st.session_state[key] = _starting_value(key, default, param, parse)
     if options is not None:
-        value = st.session_state[key]
-        offered = [entry for entry in value if entry in options] if isinstance(value, list) else value
-        if not isinstance(value, list) and value not in options:
-            offered = default
-        if offered != value:
+        offered = _offered(st.session_state[key], options, default)
+        if offered != st.session_state[key]:
             st.session_state[key] = offered
+
+
+def _offered(value: Any, options: Collection[Any], default: Any) -> Any:
+    """``value`` if it is among ``options`` (a list: its entries that are), else ``default``."""
+    if isinstance(value, list):
+        return [entry for entry in value if entry in options]
+    return value if value in options else default
 
 
 def _starting_value(key: str, default: Any, param: str | None, parse: Callable[[str], Any] | None) -> Any:
