@@ -93,10 +93,7 @@ def _run_retention(args: argparse.Namespace) -> int:
     from core.retention import RetentionSpec, retention_table
     from core.store import Store, resolve_db_path
 
-    if args.start.startswith("event:"):
-        start = StartSpec("event", args.start.removeprefix("event:"))
-    else:
-        start = StartSpec(args.start)
+    start = StartSpec.from_text(args.start)
     spec = RetentionSpec(
         period=args.period,
         mode=args.mode,

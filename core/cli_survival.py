@@ -23,10 +23,7 @@ def _run_survival(args: argparse.Namespace) -> int:
     from core.survival import SurvivalSpec, durations, kaplan_meier
 
     inactivity = parse_duration(args.inactivity, "--inactivity")
-    if args.start.startswith("event:"):
-        start = StartSpec("event", args.start.removeprefix("event:"))
-    else:
-        start = StartSpec(args.start)
+    start = StartSpec.from_text(args.start)
     spec = SurvivalSpec(
         inactivity_days=inactivity.total_seconds() / 86_400,
         terminal_event=args.terminal_event,

@@ -66,7 +66,6 @@ import pandas as pd
 
 from core.errors import TenureError
 from core.population import Filters, StartSpec, keyed_events_sql, population_sql
-from core.retention import _start_from_text, _start_to_text
 from core.store import Store
 
 Period = Literal["day", "week", "month"]
@@ -135,7 +134,7 @@ class LifecycleSpec:
         """Plain JSON-ready data; ``start`` is written like the CLI flag (``event:NAME``)."""
         return {
             "period": self.period,
-            "start": _start_to_text(self.start),
+            "start": self.start.to_text(),
             "activity_events": list(self.activity_events),
         }
 
@@ -144,13 +143,13 @@ class LifecycleSpec:
         """Inverse of ``to_dict``; missing keys take their defaults, unknown keys are ignored."""
         return cls(
             period=data.get("period", "week"),
-            start=_start_from_text(str(data.get("start", "first_event"))),
+            start=StartSpec.from_text(str(data.get("start", "first_event"))),
             activity_events=tuple(data.get("activity_events", ())),
         )
 
     def to_query_params(self) -> dict[str, str]:
         """Flat string parameters for a shareable URL; event names are joined with commas."""
-        params = {"period": self.period, "start": _start_to_text(self.start)}
+        params = {"period": self.period, "start": self.start.to_text()}
         if self.activity_events:
             params["activity"] = ",".join(self.activity_events)
         return params
@@ -160,7 +159,7 @@ class LifecycleSpec:
         """Inverse of ``to_query_params``; unknown keys are ignored, bad values raise."""
         return cls(
             period=params.get("period", "week"),  # type: ignore[arg-type]
-            start=_start_from_text(params.get("start", "first_event")),
+            start=StartSpec.from_text(params.get("start", "first_event")),
             activity_events=_events_from_text(params.get("activity", "")),
         )
 
@@ -531,7 +530,7 @@ class StageSpec:
             "dormant_days": self.dormant_days,
             "churned_days": self.churned_days,
             "revenue_days": self.revenue_days,
-            "start": _start_to_text(self.start),
+            "start": self.start.to_text(),
             "activity_events": list(self.activity_events),
         }
 
@@ -540,14 +539,14 @@ class StageSpec:
         """Inverse of ``to_dict``; missing keys take their defaults, unknown keys are ignored."""
         return cls(
             **{key: _whole(data[key], key) for key in _THRESHOLDS if key in data},
-            start=_start_from_text(str(data.get("start", "first_event"))),
+            start=StartSpec.from_text(str(data.get("start", "first_event"))),
             activity_events=tuple(data.get("activity_events", ())),
         )
 
     def to_query_params(self) -> dict[str, str]:
         """Flat string parameters for a URL (``new``, ``at_risk``, ..., ``start``, ``activity``)."""
         params = {key.removesuffix("_days"): str(getattr(self, key)) for key in _THRESHOLDS}
-        params["start"] = _start_to_text(self.start)
+        params["start"] = self.start.to_text()
         if self.activity_events:
             params["activity"] = ",".join(self.activity_events)
         return params
@@ -562,7 +561,7 @@ class StageSpec:
         }
         return cls(
             **thresholds,
-            start=_start_from_text(params.get("start", "first_event")),
+            start=StartSpec.from_text(params.get("start", "first_event")),
             activity_events=_events_from_text(params.get("activity", "")),
         )
 

@@ -41,6 +41,18 @@ class StartSpec:
         if self.kind == "event" and not self.event_name:
             raise TenureError("start 'event' needs an event name", "name the start event")
 
+    def to_text(self) -> str:
+        """The one-word form shared by the CLI's ``--start``, URLs and saved specs: ``first_event``,
+        ``signup`` or ``event:NAME``."""
+        return f"event:{self.event_name}" if self.kind == "event" else self.kind
+
+    @classmethod
+    def from_text(cls, text: str) -> StartSpec:
+        """Inverse of ``to_text``; an unknown kind raises ``TenureError``."""
+        if text.startswith("event:"):
+            return cls("event", text.removeprefix("event:"))
+        return cls(text)  # type: ignore[arg-type]
+
 
 def user_starts_sql(start: StartSpec, by_key: bool = False, events: str = "events") -> tuple[str, list[Any]]:
     """A SELECT of ``(user_id, start_time)``, one row per user who has a start.

@@ -137,7 +137,7 @@ class RetentionSpec:
             "period": self.period,
             "mode": self.mode,
             "max_periods": None if self.max_periods is None else int(self.max_periods),
-            "start": _start_to_text(self.start),
+            "start": self.start.to_text(),
             "return_events": list(self.return_events),
             "calendar": self.calendar,
         }
@@ -150,7 +150,7 @@ class RetentionSpec:
             period=data.get("period", "week"),
             mode=data.get("mode", "classic"),
             max_periods=None if max_periods is None else _parse_int(max_periods, "max_periods"),
-            start=_start_from_text(str(data.get("start", "first_event"))),
+            start=StartSpec.from_text(str(data.get("start", "first_event"))),
             return_events=tuple(data.get("return_events", ())),
             calendar=bool(data.get("calendar", False)),
         )
@@ -160,7 +160,7 @@ class RetentionSpec:
 
         Return events are joined with commas, so names containing commas do not round-trip.
         """
-        params = {"period": self.period, "mode": self.mode, "start": _start_to_text(self.start)}
+        params = {"period": self.period, "mode": self.mode, "start": self.start.to_text()}
         if self.max_periods is not None:
             params["max_periods"] = str(int(self.max_periods))
         if self.return_events:
@@ -177,20 +177,10 @@ class RetentionSpec:
             period=params.get("period", "week"),  # type: ignore[arg-type]
             mode=params.get("mode", "classic"),  # type: ignore[arg-type]
             max_periods=_parse_int(max_periods, "max_periods") if max_periods else None,
-            start=_start_from_text(params.get("start", "first_event")),
+            start=StartSpec.from_text(params.get("start", "first_event")),
             return_events=tuple(name for name in params.get("return", "").split(",") if name),
             calendar=params.get("calendar", "0").lower() in ("1", "true", "yes"),
         )
-
-
-def _start_to_text(start: StartSpec) -> str:
-    return f"event:{start.event_name}" if start.kind == "event" else start.kind
-
-
-def _start_from_text(text: str) -> StartSpec:
-    if text.startswith("event:"):
-        return StartSpec("event", text.removeprefix("event:"))
-    return StartSpec(text)  # type: ignore[arg-type]
 
 
 def _parse_int(value: Any, name: str) -> int:

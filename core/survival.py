@@ -127,7 +127,7 @@ class SurvivalSpec:
         return {
             "inactivity_days": self.inactivity_days,
             "terminal_event": self.terminal_event,
-            "start": _start_to_text(self.start),
+            "start": self.start.to_text(),
             "breakdown": self.breakdown,
             "horizon_days": self.horizon_days,
             "survival_days": list(self.survival_days),
@@ -141,7 +141,7 @@ class SurvivalSpec:
         return cls(
             inactivity_days=data.get("inactivity_days", DEFAULT_INACTIVITY_DAYS),
             terminal_event=data.get("terminal_event"),
-            start=_start_from_text(str(data.get("start", "first_event"))),
+            start=StartSpec.from_text(str(data.get("start", "first_event"))),
             breakdown=data.get("breakdown"),
             horizon_days=data.get("horizon_days", DEFAULT_HORIZON_DAYS),
             survival_days=tuple(data.get("survival_days", DEFAULT_SURVIVAL_DAYS)),
@@ -156,7 +156,7 @@ class SurvivalSpec:
         """
         params = {
             "inactivity": _days_text(self.inactivity_days),
-            "start": _start_to_text(self.start),
+            "start": self.start.to_text(),
             "horizon": _days_text(self.horizon_days),
             "days": ",".join(_days_text(day) for day in self.survival_days),
         }
@@ -177,7 +177,7 @@ class SurvivalSpec:
         return cls(
             inactivity_days=_parse_days(params.get("inactivity", DEFAULT_INACTIVITY_DAYS), "inactivity"),
             terminal_event=params.get("terminal") or None,
-            start=_start_from_text(params.get("start", "first_event")),
+            start=StartSpec.from_text(params.get("start", "first_event")),
             breakdown=params.get("by") or None,
             horizon_days=_parse_days(params.get("horizon", DEFAULT_HORIZON_DAYS), "horizon"),
             survival_days=(
@@ -208,16 +208,6 @@ def _parse_days(value: Any, name: str) -> float:
 
 def _days_text(days: float) -> str:
     return f"{days:g}"
-
-
-def _start_to_text(start: StartSpec) -> str:
-    return f"event:{start.event_name}" if start.kind == "event" else start.kind
-
-
-def _start_from_text(text: str) -> StartSpec:
-    if text.startswith("event:"):
-        return StartSpec("event", text.removeprefix("event:"))
-    return StartSpec(text)  # type: ignore[arg-type]
 
 
 def breakdown_options(store: Store) -> list[str]:

@@ -498,6 +498,26 @@ def test_spec_rejects_bad_values(arguments):
         RetentionSpec(**arguments)
 
 
+@pytest.mark.parametrize(
+    "text, start",
+    [
+        ("first_event", StartSpec()),
+        ("signup", StartSpec("signup")),
+        ("event:purchase", StartSpec("event", "purchase")),
+        ("event:event:odd", StartSpec("event", "event:odd")),
+    ],
+)
+def test_start_text_is_the_cli_form(text, start):
+    assert StartSpec.from_text(text) == start
+    assert start.to_text() == text
+
+
+@pytest.mark.parametrize("text", ["first", "event:", ""])
+def test_start_text_rejects_unknown_kinds(text):
+    with pytest.raises(TenureError):
+        StartSpec.from_text(text)
+
+
 def test_spec_from_query_params_rejects_bad_numbers():
     with pytest.raises(TenureError):
         RetentionSpec.from_query_params({"max_periods": "many"})

@@ -5,7 +5,6 @@ between two dates. Every control is kept in the URL."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -21,7 +20,7 @@ from core.lifecycle import (
     StageSpec,
     transition_matrix,
 )
-from core.population import Filters
+from core.population import Filters, StartSpec
 from core.store import Store
 from pages.shared import cached, cached_lifecycle, ui, url_params
 
@@ -32,16 +31,6 @@ THRESHOLDS = (
     ("lc_dormant", "dormant", "Dormant after (days)", 14, "W: no activity for at least W days."),
     ("lc_churned", "churned", "Churned after (days)", 30, "C: no activity for at least C days."),
 )
-
-
-def _start_event(known: list[str]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        start = LifecycleSpec.from_query_params({"start": text}).start
-        if start.kind != "event":
-            raise ValueError("no start event named")
-        return url_params.choice(known, "the start event")(start.event_name or "")
-
-    return parse
 
 
 def _whole_days(text: str) -> int:
@@ -57,10 +46,14 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
         "lc_start",
         "first_event",
         param="start",
-        parse=lambda text: LifecycleSpec.from_query_params({"start": text}).start.kind,
+        parse=url_params.start_kind,
     )
     ui.seed_control(
-        "lc_start_event", event_names[0], param="start", parse=_start_event(event_names), options=event_names
+        "lc_start_event",
+        event_names[0],
+        param="start",
+        parse=url_params.start_event(event_names),
+        options=event_names,
     )
     ui.seed_control(
         "lc_activity", [], param="activity", parse=url_params.names(event_names, "event"), options=event_names
@@ -99,7 +92,7 @@ def _draw_controls(event_names: list[str]) -> LifecycleSpec:
         placeholder="Any event",
         help="Only these events make a user active; empty means any event.",
     )
-    start_text = f"event:{start_event}" if start_kind == "event" else start_kind
+    start_text = StartSpec(start_kind, start_event if start_kind == "event" else None).to_text()
     return LifecycleSpec.from_query_params(
         {"period": period, "start": start_text, "activity": ",".join(activity)}
     )

@@ -3,14 +3,12 @@ drill-down to the users of any cell. Every control is kept in the URL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 import streamlit as st
 
 from core import figures
 from core.errors import TenureError
-from core.population import Filters
+from core.population import Filters, StartSpec
 from core.retention import MODES, PERIOD_DAYS, PERIODS, RetentionSpec
 from core.store import Store
 from pages.shared import cached, ui, url_params
@@ -31,20 +29,6 @@ WHO_RETAINED = {"retained": True, "lost": False, "eligible": None}
 NO_BREAKDOWN = ""
 
 
-def _start_kind(text: str) -> str:
-    return RetentionSpec.from_query_params({"start": text}).start.kind
-
-
-def _start_event(known: list[str]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        start = RetentionSpec.from_query_params({"start": text}).start
-        if start.kind != "event":
-            raise ValueError("no start event named")
-        return url_params.choice(known, "the start event")(start.event_name or "")
-
-    return parse
-
-
 def _max_periods(text: str) -> int | None:
     return RetentionSpec.from_query_params({"max_periods": text}).max_periods
 
@@ -53,9 +37,13 @@ def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_control("ret_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
     ui.seed_control("ret_mode", "classic", param="mode", parse=url_params.choice(MODES, "mode"))
-    ui.seed_control("ret_start", "first_event", param="start", parse=_start_kind)
+    ui.seed_control("ret_start", "first_event", param="start", parse=url_params.start_kind)
     ui.seed_control(
-        "ret_start_event", event_names[0], param="start", parse=_start_event(event_names), options=event_names
+        "ret_start_event",
+        event_names[0],
+        param="start",
+        parse=url_params.start_event(event_names),
+        options=event_names,
     )
     ui.seed_control(
         "ret_return",
@@ -106,7 +94,7 @@ def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[Reten
         key="ret_calendar",
         help="Calendar days/weeks/months instead of 1/7/30 days from each user's start.",
     )
-    start_text = f"event:{start_event}" if start_kind == "event" else start_kind
+    start_text = StartSpec(start_kind, start_event if start_kind == "event" else None).to_text()
     spec = RetentionSpec.from_query_params(
         {
             "period": period,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from core.population import StartSpec
+
 
 def choice(options: Sequence[str], name: str) -> Callable[[str], str]:
     """One of ``options`` (an empty option reads as 'none' in the message)."""
@@ -56,5 +58,22 @@ def whole(low: int, high: int, name: str = "the value") -> Callable[[str], int]:
         if not low <= value <= high:
             raise ValueError(f"{name} must be from {low} to {high}")
         return value
+
+    return parse
+
+
+def start_kind(text: str) -> str:
+    """The kind of a ``start`` value (``first_event``, ``signup``, ``event:NAME``)."""
+    return StartSpec.from_text(text).kind
+
+
+def start_event(known: Sequence[str]) -> Callable[[str], str]:
+    """The event named by an ``event:NAME`` start, one of ``known``."""
+
+    def parse(text: str) -> str:
+        start = StartSpec.from_text(text)
+        if start.kind != "event":
+            raise ValueError("no start event named")
+        return choice(known, "the start event")(start.event_name or "")
 
     return parse
