@@ -393,7 +393,7 @@ def lifecycle_table(store: Store, spec: LifecycleSpec, filters: Filters) -> pd.D
     row = store.query_df(sql, params).iloc[0]
     periods = frame.periods
     new = np.zeros(periods, dtype=np.int64)
-    if row["new_at"] is not None and not (np.isscalar(row["new_at"]) and pd.isna(row["new_at"])):
+    if pd.api.types.is_list_like(row["new_at"]):  # NULL when the filters keep nobody
         new[np.asarray(row["new_at"], dtype=np.int64)] = np.asarray(row["new_counts"], dtype=np.int64)
     active = np.nan_to_num(np.asarray(row["active"], dtype=float)).astype(np.int64)
     pairs = np.nan_to_num(np.asarray(row["pairs"], dtype=float)).astype(np.int64)

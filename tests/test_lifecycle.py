@@ -291,6 +291,13 @@ def test_empty_store(tmp_path):
         assert table.empty and list(table.columns) == list(TABLE_COLUMNS)
 
 
+def test_filters_that_keep_nobody(store):
+    nobody = Filters(start_date=dt.date(2024, 5, 1), end_date=dt.date(2024, 4, 1))
+    table = lifecycle_table(store, LifecycleSpec(), nobody)
+    assert len(table) > 0
+    assert (table[["new", "returning", "resurrecting", "dormant", "active"]] == 0).all().all()
+
+
 def test_spec_round_trips_and_errors():
     spec = LifecycleSpec(
         period="month", start=StartSpec("event", "purchase"), activity_events=("view", "click")
