@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from app_helpers import count, metric_value, open_page, table_with
 from streamlit.testing.v1 import AppTest
 
@@ -90,6 +91,29 @@ def test_retention_controls_come_from_the_url(app: AppTest) -> None:
     assert app.selectbox(key="ret_start_event").value == "purchase"
     assert app.multiselect(key="filter_seg.plan").value == ["pro"]
     assert app.query_params.get("period") == "month"
+
+
+@pytest.mark.parametrize("start", ["first_event", "signup"])
+@pytest.mark.parametrize(
+    "page, key", [("pages/explore/retention.py", "ret_start"), ("pages/explore/lifecycle.py", "lc_start")]
+)
+def test_the_start_the_app_writes_reads_back_without_a_warning(
+    app: AppTest, page: str, key: str, start: str
+) -> None:
+    app.query_params["start"] = start
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert not app.warning, [warning.value for warning in app.warning]
+    assert app.selectbox(key=key).value == start
+
+
+def test_an_unknown_start_event_falls_back_to_the_default_start(app: AppTest) -> None:
+    app.query_params["start"] = "event:nosuch"
+    app.switch_page("pages/explore/retention.py").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="ret_start").value == "first_event"
+    assert len(app.warning) == 1 and "nosuch" in app.warning[0].value
+    assert app.query_params.get("start") == "first_event"
 
 
 def _seeded_controls_script() -> None:

@@ -46,13 +46,13 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
         "lc_start",
         "first_event",
         param="start",
-        parse=url_params.start_kind,
+        parse=url_params.start_kind(event_names),
     )
     ui.seed_control(
         "lc_start_event",
         event_names[0],
         param="start",
-        parse=url_params.start_event(event_names),
+        parse=url_params.start_event(event_names, event_names[0]),
         options=event_names,
     )
     ui.seed_control(

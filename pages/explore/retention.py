@@ -37,12 +37,12 @@ def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_control("ret_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
     ui.seed_control("ret_mode", "classic", param="mode", parse=url_params.choice(MODES, "mode"))
-    ui.seed_control("ret_start", "first_event", param="start", parse=url_params.start_kind)
+    ui.seed_control("ret_start", "first_event", param="start", parse=url_params.start_kind(event_names))
     ui.seed_control(
         "ret_start_event",
         event_names[0],
         param="start",
-        parse=url_params.start_event(event_names),
+        parse=url_params.start_event(event_names, event_names[0]),
         options=event_names,
     )
     ui.seed_control(

@@ -62,18 +62,27 @@ def whole(low: int, high: int, name: str = "the value") -> Callable[[str], int]:
     return parse
 
 
-def start_kind(text: str) -> str:
-    """The kind of a ``start`` value (``first_event``, ``signup``, ``event:NAME``)."""
-    return StartSpec.from_text(text).kind
-
-
-def start_event(known: Sequence[str]) -> Callable[[str], str]:
-    """The event named by an ``event:NAME`` start, one of ``known``."""
+def start_kind(known: Sequence[str]) -> Callable[[str], str]:
+    """The kind of a ``start`` value (``first_event``, ``signup``, ``event:NAME``); an
+    ``event:NAME`` start must name one of ``known``, else the page keeps its default start."""
 
     def parse(text: str) -> str:
         start = StartSpec.from_text(text)
-        if start.kind != "event":
-            raise ValueError("no start event named")
-        return choice(known, "the start event")(start.event_name or "")
+        if start.kind == "event":
+            choice(known, "the start event")(start.event_name or "")
+        return start.kind
+
+    return parse
+
+
+def start_event(known: Sequence[str], default: str) -> Callable[[str], str]:
+    """The event named by an ``event:NAME`` start; ``default`` for any other start, or for an
+    event not in ``known`` (``start_kind`` has already warned about that one)."""
+
+    def parse(text: str) -> str:
+        start = StartSpec.from_text(text)
+        if start.kind == "event" and start.event_name in known:
+            return start.event_name
+        return default
 
     return parse
