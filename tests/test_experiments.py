@@ -177,6 +177,24 @@ def test_users_in_several_variants_are_excluded_and_counted(
     assert overview.loc[0, "users"] == sum(info.users.values())
 
 
+def test_days_running_stop_at_the_last_assignment_of_a_stopped_test(tmp_path: Path) -> None:
+    day = dt.timedelta(days=1)
+    rows = [(f"s{i}", "stopped", "ab"[i % 2], ORIGIN + i * day, None) for i in range(11)]
+    rows += [(f"r{i}", "running", "ab"[i % 2], ORIGIN + 20 * day + i * day, None) for i in range(40)]
+    with Store(tmp_path / "s.duckdb") as store:
+        with store.transaction() as cursor:
+            cursor.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", rows)
+            cursor.execute(
+                "INSERT INTO events (user_id, event_time, event_name) VALUES ('s0', ?, 'view')",
+                [ORIGIN + 60 * day],
+            )
+        overview = experiment_overview(store).set_index("experiment")
+    assert overview.loc["stopped", "status"] == "stopped"
+    assert overview.loc["stopped", "days_running"] == pytest.approx(10.0)
+    assert overview.loc["running", "status"] == "running"
+    assert overview.loc["running", "days_running"] == pytest.approx(40.0)
+
+
 def test_srm_uses_the_recorded_split(tmp_path: Path) -> None:
     """A 90/10 rollout observed at 90/10 passes; the same counts against 50/50 would fail."""
     rows = [

@@ -162,6 +162,24 @@ def test_early_read_shows_the_surrogate_estimate_beside_its_backtest(
     assert at.query_params.get("early_window") == "7"
 
 
+def test_early_read_defaults_to_the_experiment_that_assigned_last(
+    whatif_app: AppTest, page_store_path: Path
+) -> None:
+    """Stopped tests have every outcome observed; the latest-assigning one can have recent users."""
+    latest = count(
+        page_store_path,
+        "SELECT experiment FROM assignments WHERE propensity IS NOT NULL "
+        "GROUP BY experiment ORDER BY max(assigned_time) DESC LIMIT 1",
+    )
+    at = open_with_url(whatif_app, {"tab": "early-read"})
+    choice = at.selectbox(key="wi_early_experiment")
+    assert choice.options[0] != latest, "the store must list another experiment first"
+    assert choice.value == latest
+    at.button(key="wi_early_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [error.value for error in at.error]
+
+
 def table_or_none(at: AppTest, column: str) -> pd.DataFrame | None:
     return next((frame.value for frame in at.dataframe if column in frame.value.columns), None)
 

@@ -164,8 +164,9 @@ def _intended_share(per_variant: pd.DataFrame) -> tuple[dict[str, float], str]:
 def experiment_overview(store: Store) -> pd.DataFrame:
     """One row per experiment for the list view: users, variants, days running, SRM.
 
-    ``days_running`` is from the first assignment to the data's end; ``status`` is *running*
-    while users were still being assigned in the last two days of data, else *stopped*.
+    ``status`` is *running* while users were still being assigned in the last two days of data,
+    else *stopped*; ``days_running`` is from the first assignment to the data's end while it
+    runs, to the last assignment once it stopped (a stopped test does not keep running).
     """
     data_end = store.data_end()
     rows = []
@@ -175,6 +176,8 @@ def experiment_overview(store: Store) -> pd.DataFrame:
         except TenureError:
             continue
         end = data_end if data_end is not None else info.last_assigned
+        running = (end - info.last_assigned) <= pd.Timedelta(days=2)
+        ran_until = end if running else info.last_assigned
         rows.append(
             {
                 "experiment": name,
@@ -183,8 +186,8 @@ def experiment_overview(store: Store) -> pd.DataFrame:
                 "excluded_multiple": info.excluded_multiple,
                 "first_assigned": info.first_assigned,
                 "last_assigned": info.last_assigned,
-                "days_running": max((end - info.first_assigned).total_seconds() / 86_400, 0.0),
-                "status": "running" if (end - info.last_assigned) <= pd.Timedelta(days=2) else "stopped",
+                "days_running": max((ran_until - info.first_assigned).total_seconds() / 86_400, 0.0),
+                "status": "running" if running else "stopped",
                 "srm_p_value": info.srm_p_value,
                 "srm": "failed" if info.srm_failed else "passed",
             }

@@ -15,7 +15,7 @@ import streamlit as st
 from core.errors import TenureError
 from core.store import Store
 from core.whatif.surrogate import DEFAULT_BACK_DAYS, DEFAULT_SURROGATE_DAYS
-from pages.shared import cached_whatif, ui, url_params
+from pages.shared import cached_experiments, cached_whatif, ui, url_params
 
 OUTCOMES = {"retention": "Day-D retention", "revenue": "Revenue per user over D days"}
 SURROGATE_WINDOWS = (7, 14)
@@ -30,10 +30,20 @@ def _quality(quality: dict[str, float]) -> str:
     )
 
 
-def _controls(experiments: list[str], params: dict[str, str]) -> dict:
+def _latest_assigning(store: Store, experiments: list[str]) -> str:
+    """The experiment that assigned users most recently: the one most likely to have users whose
+    long-term outcome is not yet known, which is what an early read is for."""
+    overview = cached_experiments.overview(store)
+    overview = overview[overview["experiment"].isin(experiments)]
+    if overview.empty:
+        return experiments[0]
+    return str(overview.sort_values("last_assigned", ascending=False, kind="stable").iloc[0]["experiment"])
+
+
+def _controls(experiments: list[str], default: str, params: dict[str, str]) -> dict:
     ui.seed_control(
         "wi_early_experiment",
-        experiments[0],
+        default,
         param="early_experiment",
         parse=url_params.choice(experiments, "early_experiment"),
     )
@@ -86,7 +96,7 @@ def early_read_section(store: Store, experiments: list[str], params: dict[str, s
     if not experiments:
         st.info("No experiment with recorded propensities: load assignments with a `propensity` column.")
         return {}
-    question = _controls(experiments, params)
+    question = _controls(experiments, _latest_assigning(store, experiments), params)
     if not st.button(
         "Estimate early read", key=RUN_KEY, icon=":material/play_arrow:"
     ) and not st.session_state.get(f"{RUN_KEY}_done"):
