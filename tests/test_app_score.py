@@ -7,6 +7,7 @@ direct DuckDB count of the store the app has open.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -37,12 +38,15 @@ def _choose_model(app: AppTest, folder: Path) -> AppTest:
     return app
 
 
-def test_page_without_a_model_says_how_to_train_one(app: AppTest, tmp_path: Path) -> None:
+def test_page_without_a_model_says_how_to_train_one(app: AppTest, tiny_store: Path, tmp_path: Path) -> None:
     open_page(app, PAGE)
     assert app.title[0].value == "Score"
     _choose_model(app, tmp_path)
     info = " ".join(box.value for box in app.info)
-    assert "holds no model.json" in info and "python -m core train" in info
+    data_end = count(tiny_store, "SELECT max(event_time) FROM events")
+    as_of = (data_end - dt.timedelta(days=90)).date().isoformat()
+    assert f"`{tmp_path}` holds no model.json" in info
+    assert f"python -m core train --as-of {as_of} " in info and "Models page" in info
     assert not app.button
 
 

@@ -46,9 +46,24 @@ def main() -> None:
     third.metric("First event", _day(headline.first_event), border=True)
     fourth.metric("Last event", _day(headline.last_event), border=True)
     first, second, third, fourth = st.columns(4)
-    first.metric("Daily active users", f"{headline.daily_active_users:,.0f}", border=True)
-    second.metric("Weekly active users", f"{headline.weekly_active_users:,.0f}", border=True)
-    third.metric("Revenue", f"{headline.revenue:,.0f}", border=True)
+    first.metric(
+        "Daily active users",
+        f"{headline.daily_active_users:,.0f}",
+        border=True,
+        help="Mean over the last 28 days of the users with an event that day (Stickiness shows each day).",
+    )
+    second.metric(
+        "Weekly active users",
+        f"{headline.weekly_active_users:,.0f}",
+        border=True,
+        help="Mean over the last 12 complete ISO weeks of the users with an event that week.",
+    )
+    third.metric(
+        "Revenue",
+        f"{headline.revenue:,.0f}",
+        border=True,
+        help="Sum of revenue over the selected users' events.",
+    )
     fourth.metric(
         "Paying users", f"{headline.paying_share:.1%}", border=True, help="Share of users with revenue."
     )

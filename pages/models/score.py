@@ -19,6 +19,7 @@ from core.errors import TenureError
 from core.ingest import BadRowsError
 from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
+from core.models.spec import DEFAULT_HORIZON_DAYS
 from core.models.training_profile import load_training_profile
 from core.models.upload_scoring import (
     DEFAULT_MODELS_DIR,
@@ -60,10 +61,24 @@ def _file_input(label: str, key: str, path_key: str) -> tuple[Path, str] | None:
 
 
 def _shown(path: Path) -> str:
+    """``path`` relative to the project when it lies inside it (the project itself in full)."""
     try:
-        return str(path.relative_to(PROJECT_ROOT))
+        relative = path.relative_to(PROJECT_ROOT)
     except ValueError:
         return str(path)
+    return str(relative) if relative.parts else str(path)
+
+
+def _train_hint() -> str:
+    """How to get a model, with an as-of date that suits this store (its end less the horizon)."""
+    data_end = ui.get_store().data_end()
+    if data_end is None:
+        return "Load events on the Data page, then train a model on the Models page"
+    as_of = (data_end - dt.timedelta(days=DEFAULT_HORIZON_DAYS)).date().isoformat()
+    return (
+        f"Train one on the Models page, or with `python -m core train --as-of {as_of} --model all "
+        f"--out {_shown(DEFAULT_MODELS_DIR)}/{as_of}`"
+    )
 
 
 def _registered_folders() -> list[Path]:
@@ -196,8 +211,7 @@ def main() -> None:
     if model is None or not (model / "model.json").is_file():
         where = f"`{_shown(model)}` holds no model.json" if model is not None else "No model folder chosen"
         st.info(
-            f"{where}. Train one, e.g. `python -m core train --as-of 2026-03-01 --model all "
-            f"--out {_shown(DEFAULT_MODELS_DIR)}/2026-03-01`, or type the path of a folder holding model.json.",
+            f"{where}. {_train_hint()}; or type the path of a folder holding model.json.",
             icon=":material/info:",
         )
         return
