@@ -358,10 +358,10 @@ class KaplanMeierResult(NamedTuple):
         medians: ``group, users, churned, censored, median, lower, upper``: the median survival
             time (first day with S <= 0.5) and its interval; NaN = not reached.
         survival_at: ``group, day, survival, lower, upper`` at the chosen days; NaN beyond the
-            group's longest duration.
+            group's longest duration unless S reached 0 there.
         rmst: ``group, horizon, rmst, se, lower, upper``: restricted mean survival time up to the
             horizon, its standard error and normal interval; NaN when the horizon is beyond the
-            group's longest duration.
+            group's longest duration, unless S reached 0 there.
     """
 
     curve: pd.DataFrame
@@ -388,6 +388,13 @@ def _step_values(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.nd
     """The right-continuous step function through ``(times, values)`` evaluated at ``at``."""
     index = np.searchsorted(times, at, side="right") - 1
     return np.where(index >= 0, values[np.clip(index, 0, None)], 1.0)
+
+
+def churned_at_start(frame: pd.DataFrame) -> int:
+    """Users of a ``durations`` frame who churned at duration 0. Under the terminal-event rule a
+    quarter or more of them means the terminal event is often the start event itself, which
+    measures nothing for those users: the page warns."""
+    return int((frame["churned"] & (frame["duration_days"] == 0)).sum())
 
 
 def restricted_mean(
@@ -500,7 +507,8 @@ def kaplan_meier(
                 "upper": _finite(bounds[1]),
             }
         )
-        longest = float(duration.max())
+        # Past the longest duration S is known only when the curve reached 0 (everyone churned).
+        longest = float(duration.max()) if survival[-1] > 0 else math.inf
         beyond = days > longest
         survival_rows.append(
             pd.DataFrame(

@@ -114,3 +114,29 @@ def test_signup_start_from_the_url(app: AppTest, tiny_store: Path) -> None:
     survival_at = table_with(app, "group", "day", "survival", "lower", "upper")
     assert survival_at.set_index("day").loc[30.0, "survival"] == pytest.approx(float(fitter.predict(30.0)))
     assert app.query_params.get("start") == "signup"
+
+
+def test_a_terminal_event_that_starts_most_users_is_flagged(app: AppTest, tiny_store: Path) -> None:
+    with duckdb.connect(str(tiny_store)) as connection:
+        name, at_start, users = connection.execute(
+            """
+            WITH firsts AS (SELECT user_id, min(event_time) AS first FROM events GROUP BY user_id),
+            names AS (
+                SELECT e.event_name, count(DISTINCT e.user_id) AS users
+                FROM events e JOIN firsts f ON f.user_id = e.user_id AND e.event_time = f.first
+                GROUP BY e.event_name
+            )
+            SELECT event_name, users, (SELECT count(*) FROM firsts) FROM names ORDER BY users DESC, event_name LIMIT 1
+            """
+        ).fetchone()
+    assert at_start * 4 >= users, "the tiny store must start a quarter of its users with one event name"
+    app.query_params["terminal"] = name
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    flagged = [warning.value for warning in app.warning if "churn at their start" in warning.value]
+    assert len(flagged) == 1 and flagged[0].startswith(
+        f"{at_start:,} of {users:,} users churn at their start"
+    )
+
+    app.selectbox(key="surv_terminal").select("").run()
+    assert not any("churn at their start" in warning.value for warning in app.warning)

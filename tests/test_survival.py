@@ -19,6 +19,7 @@ from core.store import Store
 from core.survival import (
     SurvivalSpec,
     at_risk_ticks,
+    churned_at_start,
     cox_model,
     durations,
     kaplan_meier,
@@ -221,12 +222,33 @@ def test_kaplan_meier_matches_lifelines(country_durations):
         assert rmst["lower"] == pytest.approx(rmst["rmst"] - 1.959963984540054 * rmst["se"])
 
 
-def test_survival_beyond_follow_up_is_missing():
-    frame = pd.DataFrame({"duration_days": [1.0, 2.0, 5.0], "churned": [True, False, True], "group": "all"})
-    result = kaplan_meier(frame, SurvivalSpec(survival_days=(2, 6), horizon_days=6))
-    assert result.survival_at["survival"].iloc[0] == pytest.approx(2 / 3)
+def test_survival_beyond_follow_up_is_missing_unless_everyone_churned():
+    censored_last = pd.DataFrame(
+        {"duration_days": [1.0, 2.0, 5.0], "churned": [True, True, False], "group": "all"}
+    )
+    result = kaplan_meier(censored_last, SurvivalSpec(survival_days=(2, 6), horizon_days=6))
+    assert result.survival_at["survival"].iloc[0] == pytest.approx(1 / 3)
     assert math.isnan(result.survival_at["survival"].iloc[1]) and math.isnan(result.rmst["rmst"].iloc[0])
-    assert math.isnan(result.medians["median"].iloc[0]) is False and result.medians["median"].iloc[0] == 5.0
+
+    churned_last = pd.DataFrame(
+        {"duration_days": [1.0, 2.0, 5.0], "churned": [True, False, True], "group": "all"}
+    )
+    fitter = KaplanMeierFitter().fit(churned_last["duration_days"], churned_last["churned"])
+    result = kaplan_meier(churned_last, SurvivalSpec(survival_days=(2, 6), horizon_days=6))
+    assert result.survival_at["survival"].tolist() == pytest.approx([2 / 3, 0.0])
+    assert float(fitter.predict(6)) == 0.0
+    rmst = result.rmst.iloc[0]
+    assert rmst["rmst"] == pytest.approx(restricted_mean_survival_time(fitter, t=6), rel=1e-12)
+    assert rmst["rmst"] == pytest.approx(1 + 2 / 3 * 4)
+    assert result.medians["median"].iloc[0] == 5.0
+
+
+def test_everyone_churned_at_the_start():
+    frame = pd.DataFrame({"duration_days": [0.0, 0.0, 0.0, 3.0], "churned": [True] * 4, "group": "all"})
+    assert churned_at_start(frame) == 3
+    result = kaplan_meier(frame, SurvivalSpec(survival_days=(7,), horizon_days=90))
+    assert result.survival_at["survival"].tolist() == [0.0]
+    assert result.rmst["rmst"].iloc[0] == pytest.approx(0.25 * 3)
 
 
 def plain_rmst_variance(times: np.ndarray, churned: np.ndarray, horizon: float) -> tuple[float, float]:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import figures_survival
 from core.errors import TenureError
-from core.survival import DEFAULT_SURVIVAL_DAYS, LANDMARK_DAYS, SurvivalSpec
+from core.survival import DEFAULT_SURVIVAL_DAYS, LANDMARK_DAYS, SurvivalSpec, churned_at_start
 from pages.shared import cached, cached_survival, ui, url_params
 
 NO_TERMINAL = ""
@@ -111,7 +111,7 @@ def _caption(spec: SurvivalSpec, data_end: str) -> str:
         "signup (or first event when no signup is known)" if spec.start.kind == "signup" else "first event"
     )
     if spec.terminal_event:
-        churn = f"a user **churns** at their first '{spec.terminal_event}' event after their start"
+        churn = f"a user **churns** at their first '{spec.terminal_event}' event at or after their start"
     else:
         churn = (
             f"a user **churns** at their last event when that is at least {spec.inactivity_days:g} days before "
@@ -159,6 +159,13 @@ def main() -> None:
         return
 
     st.caption(_caption(spec, cached.data_end(store)))
+    at_start = churned_at_start(frame)
+    if spec.terminal_event and at_start * 4 >= len(frame):
+        st.warning(
+            f"{at_start:,} of {len(frame):,} users churn at their start: for them the first '{spec.terminal_event}' "
+            "is the event that starts them, which says nothing about how long they stay. A terminal event should "
+            "end a relationship (a cancellation, an unsubscribe); for churn by inactivity, clear the terminal event."
+        )
     first, second, third = st.columns(3)
     first.metric("Users", f"{len(frame):,}")
     second.metric("Churned", f"{int(frame['churned'].sum()):,}")
