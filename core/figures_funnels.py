@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -85,23 +86,44 @@ def step_time_histogram(histogram: pd.DataFrame, title: str = "Time between step
 
 
 def conversion_over_time(
-    weekly: pd.DataFrame, title: str = "Conversion by week of the first step"
+    weekly: pd.DataFrame, title: str = "Conversion within the window, by week of the first step"
 ) -> go.Figure:
-    """Conversion from the start per week, one line per step after the first, with 95% bands as error bars."""
+    """Conversion from the start per week, one line per step after the first, with 95% bands as
+    error bars; weeks whose window has not run out (``complete`` false) are dotted with open
+    markers, joined to the last complete week, so that a low recent value reads as unfinished."""
     figure = go.Figure()
     for index, (step, rows) in enumerate(weekly[weekly["step"] > 1].groupby("step", sort=True)):
+        color = PALETTE[index % len(PALETTE)]
+        name = f"step {step}: {rows['event_name'].iloc[0]}"
+        complete = rows["complete"].to_numpy(dtype=bool)
+        done = rows[complete]
         figure.add_scatter(
-            x=rows["week"],
-            y=rows["conversion_from_start"],
+            x=done["week"],
+            y=done["conversion_from_start"],
             mode="lines+markers",
-            name=f"step {step}: {rows['event_name'].iloc[0]}",
-            line_color=PALETTE[index % len(PALETTE)],
+            name=name,
+            legendgroup=name,
+            line_color=color,
             error_y={
                 "type": "data",
                 "symmetric": False,
-                "array": rows["upper_from_start"] - rows["conversion_from_start"],
-                "arrayminus": rows["conversion_from_start"] - rows["lower_from_start"],
+                "array": done["upper_from_start"] - done["conversion_from_start"],
+                "arrayminus": done["conversion_from_start"] - done["lower_from_start"],
             },
         )
+        if not complete.all():
+            first_open = int(np.argmin(complete))
+            tail = rows.iloc[max(first_open - 1, 0) :]
+            figure.add_scatter(
+                x=tail["week"],
+                y=tail["conversion_from_start"],
+                mode="lines+markers",
+                name=f"{name} (window not over)",
+                legendgroup=name,
+                showlegend=False,
+                line={"color": color, "dash": "dot"},
+                marker={"symbol": "circle-open"},
+                hovertemplate="%{x}: %{y:.1%} (the window has not run out for every user)<extra></extra>",
+            )
     figure.update_layout(title=title, yaxis_tickformat=".0%", xaxis_title="week of the first step")
     return figure

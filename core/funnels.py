@@ -30,7 +30,9 @@ Definitions (docs/METRICS.md, "Funnels"):
   of that try, which is the latest step j-1 event before it that completes step j-1 in a try with
   the latest possible anchor. Not defined for ``any``.
 - **Week**: the ISO week (Monday, UTC) of the user's first step-1 event (``any``: first step
-  event); conversion over time groups users by it.
+  event) at f; conversion over time groups users by it and counts the level reached with step
+  events at or before f + window only (``window_level``), so every week had the same time to
+  convert. A week is complete when its end plus the window is not after the data's end.
 
 How it runs: one DuckDB query walks the funnel (``walk_funnel``) into one row per entered user
 (level, first step-1 time, step gaps, breakdown group); every view is a small aggregate over
@@ -92,6 +94,7 @@ OVER_TIME_COLUMNS = (
     "conversion_from_start",
     "lower_from_start",
     "upper_from_start",
+    "complete",
 )
 USER_COLUMNS = ("user_id", "level", "first_step_time")
 
@@ -342,11 +345,15 @@ chain_{step} AS MATERIALIZED (
     gaps = ", ".join(
         f"arg_min(gap, pos) FILTER (WHERE level = {step}) AS gap_{step}" for step in range(2, k + 1)
     )
+    # window_level: the deepest step whose event is within the window of the user's first step-1
+    # event (a chain row's t is its last step's time; the steps before it are earlier).
     sql += f"""
 funnel_users AS MATERIALIZED (
-    SELECT user_key, max(level) AS level, min(t) FILTER (WHERE level = 1) AS first_time, {gaps}
-    FROM ({levels})
-    GROUP BY user_key
+    SELECT l.user_key, max(l.level) AS level, min(l.t) FILTER (WHERE l.level = 1) AS first_time,
+        max(l.level) FILTER (WHERE l.t <= f.first_anchor + {window}) AS window_level, {gaps}
+    FROM ({levels}) l
+    JOIN (SELECT user_key, min(t) AS first_anchor FROM chain_1 GROUP BY user_key) f ON f.user_key = l.user_key
+    GROUP BY l.user_key
 )"""
     return sql, params
 
@@ -365,18 +372,29 @@ def _any_order_sql(spec: FunnelSpec) -> str:
     if spec.exclusion is not None:
         exclusion = f", min(CASE WHEN code = {_EXCLUSION_CODE} THEN t END) {frame} AS next_exclusion"
         deadline = f"least(t + {window}, coalesce(next_exclusion - 1, {_NO_DEADLINE}))"
+    # The window of the user's first step event bounds the tries counted in window_level.
+    first_window_end = f"first_step + {window}"
 
-    def reached(step: int) -> str:
-        return f"(code = {step} OR coalesce(next_{step} <= {deadline}, false))"
+    def level_by(last_allowed: str) -> str:
+        def reached(step: int) -> str:
+            return f"(code = {step} OR coalesce(next_{step} <= {last_allowed}, false))"
 
-    level = "CASE " + " ".join(f"WHEN NOT {reached(step)} THEN {step - 1}" for step in range(1, k + 1))
-    level += f" ELSE {k} END"
+        cases = " ".join(f"WHEN NOT {reached(step)} THEN {step - 1}" for step in range(1, k + 1))
+        return f"CASE {cases} ELSE {k} END"
+
+    level = level_by(deadline)
+    window_level = (
+        f"CASE WHEN t <= {first_window_end} THEN {level_by(f'least({deadline}, {first_window_end})')} END"
+    )
     gaps = ", ".join(f"NULL::BIGINT AS gap_{step}" for step in range(2, k + 1))
+    first_step = "min(CASE WHEN code >= 1 THEN t END) OVER (PARTITION BY user_key) AS first_step"
     return f"""
-next_steps AS (SELECT user_key, t, code, {nexts}{exclusion} FROM funnel_events),
-try_levels AS (SELECT user_key, t, {level} AS level FROM next_steps WHERE code >= 1),
+next_steps AS (SELECT user_key, t, code, {nexts}{exclusion}, {first_step} FROM funnel_events),
+try_levels AS (
+    SELECT user_key, t, {level} AS level, {window_level} AS window_level FROM next_steps WHERE code >= 1
+),
 funnel_users AS MATERIALIZED (
-    SELECT user_key, max(level) AS level, min(t) AS first_time, {gaps}
+    SELECT user_key, max(level) AS level, min(t) AS first_time, max(window_level) AS window_level, {gaps}
     FROM try_levels
     GROUP BY user_key
     HAVING max(level) >= 1
@@ -449,16 +467,19 @@ class FunnelWalk:
     behind a step) each read only these per-user rows. A page that shows them all walks once.
 
     ``users`` columns: ``user_key``; ``level`` 1..k; ``first_time``, the first step-1 event
-    (``any``: first step event) in epoch microseconds; ``gap_2 .. gap_k``, the microseconds from
+    (``any``: first step event) in epoch microseconds; ``window_level``, the level counting only
+    step events within the window of that first event; ``gap_2 .. gap_k``, the microseconds from
     step j-1 to step j (NULL when not reached, and for ``any``). ``groups`` (with a breakdown):
     ``user_key, group`` for the same users (every user of the population has one group). The
     walk does not depend on the breakdown, so another breakdown reads the groups again
-    (``by_breakdown``), not the events.
+    (``by_breakdown``), not the events. ``data_end_us``: the store's data end (epoch
+    microseconds), which tells the weeks whose window has not run out.
     """
 
     spec: FunnelSpec
     users: pa.Table
     groups: pa.Table | None = None
+    data_end_us: int | None = None
 
     @property
     def grouped(self) -> bool:
@@ -469,7 +490,7 @@ class FunnelWalk:
         the users' groups, where walking again would read every step's events."""
         spec = dataclasses.replace(self.spec, breakdown=breakdown)
         if spec.breakdown is None:
-            return FunnelWalk(spec, self.users)
+            return dataclasses.replace(self, spec=spec, groups=None)
         population, params, groups, group_params = _population_pieces(
             store, filters, spec.parsed_breakdown, keyed_events_sql(store)
         )
@@ -480,7 +501,7 @@ class FunnelWalk:
         with store.cursor() as cursor:
             cursor.register(_WALK_VIEW, self.users)
             group_table = cursor.sql(sql, params=[*params, *group_params]).to_arrow_table()
-        return FunnelWalk(spec, self.users, group_table)
+        return dataclasses.replace(self, spec=spec, groups=group_table)
 
     def _query(self, sql: str) -> pd.DataFrame:
         """``sql`` over the walk, seen as ``funnel_users`` (with its ``group`` column, NULL
@@ -582,18 +603,26 @@ GROUP BY ALL""")
         return pd.DataFrame(rows, columns=list(HISTOGRAM_COLUMNS))
 
     def conversion_over_time(self, confidence: float = 0.95) -> pd.DataFrame:
-        """Conversion by the ISO week (Monday, UTC) of each user's first step-1 event.
+        """Conversion within the window of each user's first step-1 event, by the ISO week
+        (Monday, UTC) of that event.
+
+        Each user counts the steps reached with every step event within the window of their
+        first step-1 event (``window_level``), so every week's users had the same time to convert;
+        the whole-history level would favour older weeks, whose users had more tries. A week is
+        ``complete`` when its last instant plus the window is not after the data's end: before
+        that, some of its users could still convert.
 
         Returns:
             ``week`` (date), ``step``, ``event_name``, ``users`` (of that week's users, those who
             reached the step), ``conversion_from_start`` and its Wilson interval
-            ``lower_from_start``, ``upper_from_start``; sorted by week then step (all entered
-            users, whatever the breakdown).
+            ``lower_from_start``, ``upper_from_start``, ``complete``; sorted by week then step
+            (all entered users, whatever the breakdown).
         """
         k = len(self.spec.steps)
         frame = self._query(f"""
 WITH weekly AS (
-    SELECT CAST(date_trunc('week', make_timestamp(first_time)) AS DATE) AS week, level, count(*) AS users
+    SELECT CAST(date_trunc('week', make_timestamp(first_time)) AS DATE) AS week, window_level AS level,
+        count(*) AS users
     FROM funnel_users GROUP BY ALL
 )
 SELECT w.week, s.step, sum(w.users) FILTER (WHERE w.level >= s.step) AS users
@@ -607,7 +636,15 @@ GROUP BY ALL ORDER BY w.week, s.step""")
         frame["week"] = pd.to_datetime(frame["week"]).dt.date
         frame["event_name"] = [self.spec.steps[step - 1] for step in frame["step"]]
         frame = _conversion_columns(frame, ["week"], confidence)
+        frame["complete"] = self._complete_weeks(frame["week"])
         return frame[list(OVER_TIME_COLUMNS)]
+
+    def _complete_weeks(self, weeks: pd.Series) -> np.ndarray:
+        """Whether every user of each week had the whole window before the data's end."""
+        if self.data_end_us is None:
+            return np.zeros(len(weeks), dtype=bool)
+        week_end_us = (pd.to_datetime(weeks) + pd.Timedelta(days=7)).to_numpy(dtype="datetime64[us]")
+        return week_end_us.astype(np.int64) + self.spec.window_us <= self.data_end_us + 1
 
     def step_users(self, store: Store, step: int, outcome: str = "reached") -> pd.DataFrame:
         """The users behind one step: who reached it, or who dropped before it.
@@ -666,7 +703,9 @@ def walk_funnel(store: Store, spec: FunnelSpec, filters: Filters) -> FunnelWalk:
     pieces, params = _levels_sql(store, plain, filters)
     with store.cursor() as cursor:
         users = cursor.sql(f"WITH {pieces}\nSELECT * FROM funnel_users", params=params).to_arrow_table()
-    return FunnelWalk(plain, users).by_breakdown(store, spec.breakdown, filters)
+    data_end = store.data_end()
+    data_end_us = None if data_end is None else int(data_end.value // 1000)
+    return FunnelWalk(plain, users, data_end_us=data_end_us).by_breakdown(store, spec.breakdown, filters)
 
 
 def funnel_table(store: Store, spec: FunnelSpec, filters: Filters, confidence: float = 0.95) -> pd.DataFrame:

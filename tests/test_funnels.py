@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import figures_funnels
 from core.errors import TenureError
 from core.funnels import (
     LIFECYCLE_STAGES,
@@ -142,6 +143,22 @@ def events_by_user(frame: pd.DataFrame) -> dict[str, list[tuple[pd.Timestamp, st
     for user, time, name in frame[["user_id", "event_time", "event_name"]].itertuples(index=False):
         grouped[user].append((pd.Timestamp(time), str(name)))
     return grouped
+
+
+def reference_window_level(events: list[tuple[pd.Timestamp, str]], spec: FunnelSpec) -> int:
+    """The level from the events within the window of the first step-1 event (``any``: the first
+    step event), the rule of conversion over time."""
+    entries = spec.steps if spec.order == "any" else spec.steps[:1]
+    anchors = [time for time, name in events if name in entries]
+    if not anchors:
+        return 0
+    cut = min(anchors) + spec.window
+    return reference_level([(time, name) for time, name in events if time <= cut], spec)
+
+
+def reference_window_counts(grouped, spec: FunnelSpec) -> list[int]:
+    levels = [reference_window_level(events, spec) for events in grouped.values()]
+    return [sum(level >= step for level in levels) for step in range(1, len(spec.steps) + 1)]
 
 
 def reference_counts(grouped, spec: FunnelSpec) -> list[int]:
@@ -352,7 +369,46 @@ def test_users_and_weeks_match_reference(tie_data):
     ]
     weekly = conversion_over_time(store, spec, Filters())
     assert set(weekly["week"]) == {dt.date(2025, 3, 3)}
-    assert weekly["users"].tolist() == reference_counts(grouped, spec)
+    assert weekly["users"].tolist() == reference_window_counts(grouped, spec)
+    assert weekly["users"].tolist() != reference_counts(grouped, spec), "later tries must matter here"
+    assert not weekly["complete"].any()  # the data ends hours after the week began
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("exclusion", [None, "x"])
+def test_window_levels_match_reference_on_ties(tie_data, order, exclusion):
+    store, events, _ = tie_data
+    spec = FunnelSpec(("a", "b", "c"), dt.timedelta(minutes=30), order, exclusion)
+    weekly = conversion_over_time(store, spec, Filters())
+    assert weekly["users"].tolist() == reference_window_counts(events_by_user(events), spec)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_conversion_over_time_matches_reference_by_week(simulated, order):
+    store, events = simulated
+    spec = FunnelSpec(("view", "add_to_cart", "purchase"), dt.timedelta(days=3), order)
+    grouped = events_by_user(events)
+    data_end = events["event_time"].max()
+    expected = defaultdict(lambda: [0, 0, 0])
+    for user_events in grouped.values():
+        anchors = [
+            time for time, name in user_events if name in (spec.steps if order == "any" else spec.steps[:1])
+        ]
+        if not anchors:
+            continue
+        week = (min(anchors) - pd.Timedelta(days=min(anchors).day_of_week)).normalize()
+        level = reference_window_level(user_events, spec)
+        for step in range(level):
+            expected[week][step] += 1
+    weekly = conversion_over_time(store, spec, Filters())
+    assert sorted(expected) == sorted(pd.Timestamp(week) for week in weekly["week"].unique())
+    for week, rows in weekly.groupby("week"):
+        assert rows["users"].tolist() == expected[pd.Timestamp(week)]
+        complete = pd.Timestamp(week) + pd.Timedelta(days=7) + spec.window <= data_end + pd.Timedelta(
+            microseconds=1
+        )
+        assert rows["complete"].tolist() == [complete] * 3
+    assert weekly["complete"].any() and not weekly["complete"].all()
 
 
 # --- Named edge cases ------------------------------------------------------------------------------
@@ -583,3 +639,21 @@ def test_lifecycle_breakdown_sums_to_total(simulated):
     grouped = lifecycle_funnel(store, spec, Filters())
     total = lifecycle_funnel(store, LifecycleFunnelSpec(key_event="view"), Filters())
     assert grouped.groupby("step")["users"].sum().tolist() == total["users"].tolist()
+
+
+def test_weeks_whose_window_is_open_are_drawn_apart(simulated):
+    store, _ = simulated
+    spec = FunnelSpec(("view", "add_to_cart"), dt.timedelta(days=3))
+    weekly = conversion_over_time(store, spec, Filters())
+    figure = figures_funnels.conversion_over_time(weekly)
+    solid, dotted = figure.data
+    steps = weekly[weekly["step"] == 2]
+    complete = steps[steps["complete"]]
+    open_weeks = steps[~steps["complete"]]
+    assert list(solid.x) == complete["week"].tolist() and solid.line.dash is None
+    assert dotted.line.dash == "dot" and not dotted.showlegend
+    assert list(dotted.x) == [complete["week"].iloc[-1], *open_weeks["week"]]
+    assert list(dotted.y) == [
+        complete["conversion_from_start"].iloc[-1],
+        *open_weeks["conversion_from_start"],
+    ]

@@ -146,6 +146,11 @@ def _funnel(store: Store, spec: FunnelSpec, filters: Filters) -> None:
 
     st.subheader("Conversion over time")
     weekly = cached_funnels.conversion_over_time(store, spec, filters)
+    st.caption(
+        "Users by the week of their first step-1 event, counting the steps they reached within the "
+        f"window ({format_duration(spec.window)}) after it, so that every week had the same time to convert. "
+        "Dotted, open points: weeks whose window has not run out by the data's end; they can still rise."
+    )
     st.plotly_chart(figures_funnels.conversion_over_time(weekly), key="fun_weekly")
     with st.expander("Weekly table", expanded=False):
         st.dataframe(weekly, hide_index=True, key="fun_weekly_table")
