@@ -122,3 +122,15 @@ def group_sql(
         f"FROM ({population}) p LEFT JOIN (SELECT {other_user} AS {user}, count(DISTINCT variant) AS variants, "
         f"min(variant) AS variant FROM assignments WHERE experiment = ? GROUP BY ALL) a USING ({user})"
     ), [breakdown.name]
+
+
+def breakdown_options(store: Store) -> list[str]:
+    """The breakdowns this store offers, as ``parse_breakdown`` text: users attributes, start
+    cohorts by week and month, and ``experiment:NAME`` for every experiment in ``assignments``."""
+    experiments = store.query_df("SELECT DISTINCT experiment FROM assignments ORDER BY experiment")
+    return [
+        *segment_attributes(store),
+        "cohort:week",
+        "cohort:month",
+        *(f"experiment:{name}" for name in experiments["experiment"].astype(str)),
+    ]

@@ -210,18 +210,6 @@ def _days_text(days: float) -> str:
     return f"{days:g}"
 
 
-def breakdown_options(store: Store) -> list[str]:
-    """The breakdowns this store offers, as ``parse_breakdown`` text: users attributes, start
-    cohorts by week and month, and ``experiment:NAME`` for every experiment in ``assignments``."""
-    experiments = store.query_df("SELECT DISTINCT experiment FROM assignments ORDER BY experiment")
-    return [
-        *segment_attributes(store),
-        "cohort:week",
-        "cohort:month",
-        *(f"experiment:{name}" for name in experiments["experiment"].astype(str)),
-    ]
-
-
 # --- Durations -------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app_helpers import count, metric_value, table_with
+import pytest
+from app_helpers import APP, TIMEOUT, count, metric_value, table_with
+from model_helpers import copy_store
 from streamlit.testing.v1 import AppTest
 
 PAGE = "pages/explore/funnels.py"
@@ -138,3 +140,26 @@ def test_one_walk_serves_every_view(app: AppTest, monkeypatch) -> None:
 
 def metric_count(app: AppTest, label: str) -> int:
     return int(metric_value(app, label).replace(",", ""))
+
+
+def test_experiment_breakdown_from_the_url(
+    small_store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The funnel compares an experiment's variants, like Survival (docs/METRICS.md, Breakdown)."""
+    store_path = copy_store(small_store_path, tmp_path / "store.duckdb")
+    monkeypatch.setenv("TENURE_DB", str(store_path))
+    app = open_funnels(
+        AppTest.from_file(APP, default_timeout=TIMEOUT),
+        steps="app_open,view",
+        window="1d",
+        by="experiment:checkout_button_color",
+    )
+    assert not app.warning, [warning.value for warning in app.warning]
+    assert app.selectbox(key="fun_by").value == "experiment:checkout_button_color"
+    segments = table_with(app, "group", "step", "users")
+    variants = count(
+        store_path,
+        "SELECT count(DISTINCT variant) FROM assignments WHERE experiment = 'checkout_button_color'",
+    )
+    assigned_groups = set(segments["group"]) - {"(none)", "(several)"}
+    assert len(assigned_groups) == variants > 1

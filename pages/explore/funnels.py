@@ -20,7 +20,6 @@ ORDER_LABELS = {
 }
 NO_CHOICE = ""
 ANY_EVENT = ""
-COHORT_BREAKDOWNS = ("cohort:week", "cohort:month")
 
 
 def _window(text: str) -> str:
@@ -83,7 +82,7 @@ def main() -> None:
         st.info("This store has no events yet: load a file on the Data page.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
         return
-    breakdowns = [*ui.segment_attribute_names(store), *COHORT_BREAKDOWNS]
+    breakdowns = cached.breakdown_options(store)
     funnel_tab, lifecycle_tab = st.tabs(["Funnel", "Lifecycle funnel"])
     with funnel_tab:
         _seed_controls(event_names, breakdowns)

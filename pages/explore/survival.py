@@ -136,7 +136,7 @@ def main() -> None:
         st.info("This store has no events yet: load a file on the Data page.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
         return
-    breakdowns = cached_survival.breakdown_options(store)
+    breakdowns = cached.breakdown_options(store)
     attributes = ui.segment_attribute_names(store)
     _seed_controls(event_names, breakdowns, attributes)
     try:

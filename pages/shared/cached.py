@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import catalog, overview, retention
+from core import breakdown, catalog, overview, retention
 from core.population import Filters
 from core.retention import RetentionSpec
 from core.store import Store
@@ -92,6 +92,16 @@ def _event_names(_store: Store, version: str) -> list[str]:
 def event_names(store: Store) -> list[str]:
     """Event names, most frequent first."""
     return _event_names(store, store.version())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _breakdown_options(_store: Store, version: str) -> list[str]:
+    return breakdown.breakdown_options(_store)
+
+
+def breakdown_options(store: Store) -> list[str]:
+    """Users attributes, cohort:week, cohort:month and experiment:NAME for each experiment."""
+    return _breakdown_options(store, store.version())
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

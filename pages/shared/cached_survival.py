@@ -58,13 +58,3 @@ def _cox_model(
 
 def cox_model(store: Store, spec: SurvivalSpec, filters: Filters) -> survival.CoxResult:
     return _cox_model(store, store.version(), spec.to_dict(), filters.to_query_params())
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _breakdown_options(_store: Store, version: str) -> list[str]:
-    return survival.breakdown_options(_store)
-
-
-def breakdown_options(store: Store) -> list[str]:
-    """Users attributes, cohort:week, cohort:month and experiment:NAME for each experiment."""
-    return _breakdown_options(store, store.version())
