@@ -11,6 +11,7 @@ import datetime as dt
 import pandas as pd
 
 from core.errors import TenureError
+from core.schema import CANONICAL_TABLES
 from core.store import Store, quote_identifier
 
 
@@ -45,7 +46,12 @@ def event_names(store: Store) -> list[str]:
 
 
 def preview(store: Store, table: str, rows: int = 20) -> pd.DataFrame:
-    """The first ``rows`` rows of a table of the main schema, as stored."""
+    """The first ``rows`` rows of a table of the main schema, as loaded: without Tenure's internal
+    columns (``events.user_key``), which are no part of the user's data."""
     if table not in store.table_names():
         raise TenureError(f"no table '{table}' in store {store.path}", "pick a table listed on the Data page")
-    return store.query_df(f"SELECT * FROM {quote_identifier(table)} LIMIT ?", [rows])
+    spec = CANONICAL_TABLES.get(table)
+    internal = {column.name for column in spec.internal_columns} if spec else set()
+    columns = [name for name in store.column_names(table) if name not in internal]
+    selected = ", ".join(quote_identifier(name) for name in columns)
+    return store.query_df(f"SELECT {selected} FROM {quote_identifier(table)} LIMIT ?", [rows])

@@ -152,7 +152,11 @@ def retention_curves(curve: pd.DataFrame, title: str = "Retention curve") -> go.
         )
     figure.update_layout(
         title=title,
-        xaxis={"title": "period", "dtick": 1 if len(curve) and curve["period"].max() <= 30 else None},
+        xaxis={
+            "title": "period",
+            "dtick": 1 if len(curve) and curve["period"].max() <= 30 else None,
+            "rangemode": "nonnegative",
+        },
         yaxis={"title": "retained", "tickformat": ".0%", "range": [0, 1.02]},
         hovermode="closest",
         plot_bgcolor="white",
@@ -201,6 +205,7 @@ def activity_chart(series: pd.DataFrame, title: str = "Activity") -> go.Figure:
             "overlaying": "y",
             "side": "right",
             "rangemode": "tozero",
+            "tickmode": "auto",
             "showgrid": False,
         },
         legend={"orientation": "h", "y": -0.2},

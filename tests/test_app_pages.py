@@ -167,6 +167,8 @@ def test_data_page_lists_tables(app: AppTest, tiny_store: Path) -> None:
     rows = dict(zip(tables["table"], tables["rows"], strict=True))
     assert rows["events"] == events
     assert rows["users"] == 60
+    preview = table_with(app, "user_id", "event_time", "event_name")
+    assert "user_key" not in preview.columns, "the internal key is no part of the user's data"
 
 
 def test_bad_upload_shows_an_error_naming_the_file(app: AppTest, tiny_store: Path) -> None:

@@ -65,6 +65,7 @@ def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpe
         "Inactivity (days)",
         min_value=0.01,
         step=1.0,
+        format="%g",
         key="surv_inactivity",
         help="W: a user whose last event is at least W days before the data's end has churned at that last event.",
     )
@@ -86,6 +87,7 @@ def _draw_controls(event_names: list[str], breakdowns: list[str]) -> SurvivalSpe
         "RMST horizon (days)",
         min_value=0.01,
         step=1.0,
+        format="%g",
         key="surv_horizon",
         help="tau of the restricted mean.",
     )

@@ -151,9 +151,9 @@ def _show_click_result(result: WhatIfResult, spec: WhatIfSpec, truth: pd.DataFra
     cells[4].metric("Share without support", f"{result.unsupported_share:.1%}")
     cells[5].metric(
         "Estimators' spread",
-        f"{spread:.2%}" if pd.notna(spread) else "n/a",
-        "intervals overlap" if overlap else "intervals do not overlap",
-        delta_color="off",
+        f"{100 * spread:.2f} pts" if pd.notna(spread) else "n/a",
+        help="Largest minus smallest estimate, in percentage points; "
+        + ("their intervals overlap." if overlap else "their intervals do not overlap."),
     )
     for warning in result.warnings:
         st.warning(warning[:1].upper() + warning[1:], icon=":material/warning:")

@@ -233,6 +233,8 @@ def _show_outcome(
         else f"Revenue per user over {result.outcome.split(':')[1]} days"
     )
     shown = (lambda value: f"{value:.2%}") if rate else (lambda value: f"{value:,.2f}")
+    # A difference of two rates is in percentage points, not a percentage of anything.
+    shown_difference = (lambda value: f"{100 * value:.2f} pts") if rate else shown
     estimate = result.estimate(estimator)
     effect = scenario.relative_effect(result, versus, estimator)
     table = figures_whatif.user_policy_table(result, truth, truth_column)
@@ -251,9 +253,9 @@ def _show_outcome(
     cells[4].metric("Share without support", f"{result.unsupported_share:.1%}")
     cells[5].metric(
         "Estimators' spread",
-        shown(spread) if pd.notna(spread) else "n/a",
-        "intervals overlap" if overlap else "intervals do not overlap",
-        delta_color="off",
+        shown_difference(spread) if pd.notna(spread) else "n/a",
+        help="Largest minus smallest estimate; "
+        + ("their intervals overlap." if overlap else "their intervals do not overlap."),
     )
     if result.unsupported_share > 0:
         st.warning(
