@@ -74,6 +74,20 @@ def test_lifecycle_date_outside_the_data_is_clamped(app: AppTest, tiny_store: Pa
     assert not app.exception, app.exception
     last_day = count(tiny_store, "SELECT CAST(max(event_time) AS DATE) FROM events")
     assert app.date_input(key="lc_as_of").value == last_day
+    assert any(
+        "'As of' 2031-01-01 lies outside the data" in box.value
+        and f"{last_day.isoformat()} is used" in box.value
+        for box in app.info
+    )
+
+
+def test_lifecycle_date_that_is_not_a_date_warns_in_words(app: AppTest) -> None:
+    app.query_params["stage_from"] = "yesterday"
+    app.switch_page(LIFECYCLE).run()
+    assert not app.exception, app.exception
+    assert [warning.value for warning in app.warning] == [
+        "URL parameter 'stage_from=yesterday' was ignored: stage_from must be a date written YYYY-MM-DD"
+    ]
 
 
 def test_stickiness_page_renders_and_matches_direct_count(app: AppTest, tiny_store: Path) -> None:

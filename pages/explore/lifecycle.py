@@ -58,16 +58,25 @@ def _seed_controls(event_names: list[str], first_day: dt.date, last_day: dt.date
     ui.seed_control(
         "lc_activity", [], param="activity", parse=url_params.names(event_names, "event"), options=event_names
     )
-    ui.seed_control("lc_as_of", last_day, param="stage_at", parse=dt.date.fromisoformat)
+    ui.seed_control("lc_as_of", last_day, param="stage_at", parse=url_params.iso_date("stage_at"))
     ui.seed_control(
-        "lc_compare", last_day - dt.timedelta(days=30), param="stage_from", parse=dt.date.fromisoformat
+        "lc_compare",
+        last_day - dt.timedelta(days=30),
+        param="stage_from",
+        parse=url_params.iso_date("stage_from"),
     )
     for key, param, _, default, _ in THRESHOLDS:
         ui.seed_control(key, default, param=param, parse=_whole_days)
-    for key in ("lc_as_of", "lc_compare"):
+    for key, label in (("lc_as_of", "As of"), ("lc_compare", "Compare with")):
         # A date from the URL or another dataset, kept within the data's days.
         chosen = st.session_state[key]
-        st.session_state[key] = min(max(chosen or last_day, first_day), last_day)
+        kept = min(max(chosen or last_day, first_day), last_day)
+        if chosen is not None and kept != chosen:
+            st.info(
+                f"'{label}' {chosen.isoformat()} lies outside the data ({first_day.isoformat()} to "
+                f"{last_day.isoformat()}): {kept.isoformat()} is used."
+            )
+        st.session_state[key] = kept
 
 
 def _draw_controls(event_names: list[str]) -> LifecycleSpec:

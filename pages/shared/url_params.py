@@ -7,6 +7,7 @@ shows as a warning before falling back to the default.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 
 from core.population import StartSpec
@@ -58,6 +59,18 @@ def whole(low: int, high: int, name: str = "the value") -> Callable[[str], int]:
         if not low <= value <= high:
             raise ValueError(f"{name} must be from {low} to {high}")
         return value
+
+    return parse
+
+
+def iso_date(name: str) -> Callable[[str], dt.date]:
+    """A date written YYYY-MM-DD."""
+
+    def parse(text: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a date written YYYY-MM-DD") from None
 
     return parse
 
