@@ -12,6 +12,8 @@ from app_helpers import APP, TIMEOUT, count, metric_value, table_with
 from model_helpers import copy_store
 from streamlit.testing.v1 import AppTest
 
+from core.store import Store
+
 PAGE = "pages/explore/funnels.py"
 
 # A two-step ordered funnel written directly: users with a view at or after one of their
@@ -163,3 +165,20 @@ def test_experiment_breakdown_from_the_url(
     )
     assigned_groups = set(segments["group"]) - {"(none)", "(several)"}
     assert len(assigned_groups) == variants > 1
+
+
+def test_a_store_with_one_event_name_says_why_there_is_no_funnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "one_name.duckdb"
+    with Store(path) as store, store.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO events (user_id, event_time, event_name, revenue) "
+            "SELECT 'u' || (i % 7), TIMESTAMP '2025-01-01' + to_days(CAST(i AS INTEGER)), 'purchase', 10 "
+            "FROM range(40) t(i)"
+        )
+    monkeypatch.setenv("TENURE_DB", str(path))
+    app = open_funnels(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    assert any("one event name ('purchase')" in box.value for box in app.info), [
+        box.value for box in app.info
+    ]

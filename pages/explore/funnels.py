@@ -87,7 +87,12 @@ def main() -> None:
     with funnel_tab:
         _seed_controls(event_names, breakdowns)
         params = _draw_controls(event_names, breakdowns)
-        if len(params["steps"].split(",")) < MIN_STEPS or not params["steps"]:
+        if len(event_names) < MIN_STEPS:
+            st.info(
+                f"This store has one event name ('{event_names[0]}'): a funnel needs at least two. "
+                "The Lifecycle funnel tab works from that one event."
+            )
+        elif len(params["steps"].split(",")) < MIN_STEPS or not params["steps"]:
             st.info("Choose at least two steps to see a funnel.")
         else:
             try:

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 
 from core.population import StartSpec
 
+# Up to this many offered names are listed in a message about an unknown one.
+MAX_LISTED = 12
+
 
 def choice(options: Sequence[str], name: str) -> Callable[[str], str]:
     """One of ``options`` (an empty option reads as 'none' in the message)."""
@@ -45,7 +48,8 @@ def names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
         listed = [name for name in text.split(",") if name]
         unknown = [name for name in listed if name not in known]
         if unknown:
-            raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+            offered = f"; this page offers {', '.join(known)}" if 0 < len(known) <= MAX_LISTED else ""
+            raise ValueError(f"unknown {what}: {', '.join(unknown)}{offered}")
         return listed
 
     return parse
