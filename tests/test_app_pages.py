@@ -12,6 +12,8 @@ import pytest
 from app_helpers import count, metric_value, open_page, table_with
 from streamlit.testing.v1 import AppTest
 
+APP_DIR = Path(__file__).resolve().parents[1]
+
 
 def test_home_shows_headline_figures(app: AppTest, tiny_store: Path) -> None:
     app.run()
@@ -21,6 +23,11 @@ def test_home_shows_headline_figures(app: AppTest, tiny_store: Path) -> None:
     assert metric_value(app, "Users") == f"{users:,}"
     assert metric_value(app, "Events") == f"{events:,}"
     assert any(title.value == "tiny" or "tiny" in title.value.lower() for title in app.title)
+    linked = [link.proto.page for link in app.get("page_link")]
+    views = sorted(
+        path.stem for path in APP_DIR.glob("pages/*/*.py") if path.parent.name not in ("home", "shared")
+    )
+    assert sorted(linked) == views and len(views) == 10
 
 
 def test_url_filters_are_applied(app: AppTest, tiny_store: Path) -> None:

@@ -7,16 +7,10 @@ import streamlit as st
 from core import figures
 from core.datasets import DATASETS
 from pages.shared import cached, ui
+from pages.shared.views import VIEW_GROUPS
 
-VIEWS = (
-    (
-        "pages/explore/retention.py",
-        "Retention",
-        ":material/grid_on:",
-        "Cohort triangle, curves and who came back.",
-    ),
-    ("pages/data/data.py", "Data", ":material/database:", "Tables, load history, uploads, dataset switch."),
-)
+# Link cards per row: the largest group (Explore) fits one row.
+VIEWS_PER_ROW = 5
 
 
 def _day(value: object) -> str:
@@ -74,11 +68,12 @@ def main() -> None:
     st.plotly_chart(figures.activity_chart(series), key="home_activity")
 
     st.subheader("Views")
-    columns = st.columns(len(VIEWS))
-    for column, (path, label, icon, description) in zip(columns, VIEWS, strict=True):
-        with column.container(border=True):
-            st.page_link(path, label=label, icon=icon)
-            st.caption(description)
+    for views in VIEW_GROUPS.values():
+        columns = st.columns(VIEWS_PER_ROW)
+        for column, view in zip(columns, views, strict=False):
+            with column.container(border=True):
+                st.page_link(view.path, label=view.title, icon=view.icon)
+                st.caption(view.description)
 
 
 main()
