@@ -251,8 +251,8 @@ def test_store_without_assignments_explains_how_to_load_them(app: AppTest) -> No
     assert not app.dataframe
 
 
-def direct_logrank_p(frames, inactivity_days: float = 30.0) -> float:
-    """Durations from assignment by the inactivity rule in pandas, then lifelines' log-rank."""
+def direct_churn(frames, inactivity_days: float = 30.0) -> pd.DataFrame:
+    """Per assigned user: variant, duration from assignment and churned, by the inactivity rule in pandas."""
     events, assignments, _ = frames
     arm = assignments[assignments["experiment"] == GOOD]
     end = events["event_time"].max()
@@ -264,7 +264,13 @@ def direct_logrank_p(frames, inactivity_days: float = 30.0) -> float:
     churned = last <= end - pd.Timedelta(days=inactivity_days)
     stop = last.where(churned, end)
     duration = (stop - users["assigned_time"]) / pd.Timedelta(days=1)
-    return float(multivariate_logrank_test(duration, users["variant"], churned).p_value)
+    return pd.DataFrame({"variant": users["variant"], "duration": duration, "churned": churned})
+
+
+def direct_logrank_p(frames, inactivity_days: float = 30.0) -> float:
+    """lifelines' log-rank over ``direct_churn``'s durations."""
+    churn = direct_churn(frames, inactivity_days)
+    return float(multivariate_logrank_test(churn["duration"], churn["variant"], churn["churned"]).p_value)
 
 
 def test_survival_tab_compares_variants_from_assignment(exp_app: AppTest, frames) -> None:
@@ -273,6 +279,12 @@ def test_survival_tab_compares_variants_from_assignment(exp_app: AppTest, frames
     shown = [metric.value for metric in exp_app.metric if metric.label == "Log-rank p (all variants)"]
     expected = direct_logrank_p(frames)
     assert shown == ["<0.0001" if expected < 0.0001 else f"{expected:.4f}"]
+    per_variant = direct_churn(frames).groupby("variant")["churned"].agg(["sum", "size"])
+    assert {
+        metric.label: metric.value for metric in exp_app.metric if metric.label.startswith("Churned: ")
+    } == {
+        f"Churned: {variant}": f"{row['sum']:,} of {row['size']:,}" for variant, row in per_variant.iterrows()
+    }
     rmst = table_with(exp_app, "variant", "RMST (days)", "control RMST (days)", "difference [95% CI]")
     assert rmst["variant"].tolist() == ["treatment"]
     retention = table_with(exp_app, "variant", "day", "eligible", "retained", "rate")

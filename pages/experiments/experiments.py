@@ -316,12 +316,10 @@ def _survival_section(store: Store, review: Review) -> None:
     except TenureError as error:
         ui.show_error(error)
         return
-    left, right = st.columns(2)
-    left.metric("Log-rank p (all variants)", figures_experiments.format_p(survival.logrank_p))
-    right.metric(
-        "Churned / users",
-        ", ".join(f"{v} {survival.churned[v]:,}/{n:,}" for v, n in survival.users.items()),
-    )
+    cells = st.columns(1 + len(survival.users))
+    cells[0].metric("Log-rank p (all variants)", figures_experiments.format_p(survival.logrank_p))
+    for cell, (variant, users) in zip(cells[1:], survival.users.items(), strict=True):
+        cell.metric(f"Churned: {variant}", f"{survival.churned[variant]:,} of {users:,}")
     st.plotly_chart(figures_experiments_survival.variant_survival_figure(survival), key="exp_km")
     st.markdown(
         f"**Restricted mean survival time up to day {survival.tau_days:.4g}** (days retained, vs {review.control})"

@@ -315,11 +315,11 @@ def sidebar_filters(store: Store) -> Filters:
     known_days = [day for day in (*span, *chosen) if day is not None]
     low = min(known_days, default=None)
     high = max(known_days, default=None)
-    left, right = sidebar.columns(2)
-    start_date = left.date_input(
+    # One per row: two side by side in the sidebar leave room for the year only.
+    start_date = sidebar.date_input(
         "Start from", value=None, min_value=low, max_value=high, key=FROM_KEY, format="YYYY-MM-DD"
     )
-    end_date = right.date_input(
+    end_date = sidebar.date_input(
         "Start to", value=None, min_value=low, max_value=high, key=TO_KEY, format="YYYY-MM-DD"
     )
     segments: list[tuple[str, tuple[str, ...]]] = []
