@@ -303,7 +303,9 @@ def test_sample_estimate_rec_policy(sample_store: Store) -> None:
         & (assigned["assigned_time"] + pd.Timedelta(days=91) > end)
     ]
     assert rows["users"].to_dict() == recent["variant"].value_counts().to_dict()
-    with pytest.raises(TenureError, match="read the observed outcome directly"):
+    with pytest.raises(
+        TenureError, match="every assigned user's outcome is already observed: read it directly"
+    ):
         surrogate_estimate(sample_store, "onboarding_checklist", "retention:90", resamples=10)
 
 

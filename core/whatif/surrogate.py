@@ -171,9 +171,9 @@ def _split(
         raise TenureError(
             f"no assigned user's {outcome.label()} is still unobserved with complete surrogates "
             f"at {as_of:%Y-%m-%d}",
-            "every assigned user's outcome is already observed, so read it directly (the Experiments "
-            f"page, or python -m core ab --metrics {outcome.name}); an early read is for an experiment "
-            "that assigned users recently, or for an earlier --as-of on the command line",
+            "every assigned user's outcome is already observed: read it directly on the Experiments "
+            f"page or with python -m core ab --metrics {outcome.name}; an early read is for an "
+            "experiment that assigned users recently, or for an earlier --as-of on the command line",
         )
     return train, recent
 
