@@ -128,6 +128,22 @@ class BadRowsError(TenureError):
         return BadRowsError(self.message, bad_rows_hint(how), self.bad_rows)
 
 
+class MissingColumnsError(TenureError):
+    """Required columns the file has none for. The hint names the command line's flags by
+    default; ``with_hint`` names a page's own controls (its column mapping)."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(
+            message,
+            f"name the file's column with --map FILE_COLUMN={missing[0]}, "
+            f"or fill it for every row with --set {missing[0]}=VALUE",
+        )
+        self.missing = missing
+
+    def with_hint(self, hint: str) -> TenureError:
+        return TenureError(self.message, hint)
+
+
 def bad_rows_hint(how: str) -> str:
     """What to do about refused rows; ``how`` says how to load only the good ones."""
     return f"fix those rows, or {how} (the bad ones go to a rejects file)"
@@ -455,10 +471,8 @@ def plan_columns(
     missing = [name for name in spec.required if name not in mapping and name not in fixed]
     if missing:
         names = ", ".join(f"{spec.name}.{name}" for name in missing)
-        raise TenureError(
-            f"{path} has no column for {names} (required); its columns are: {listed}",
-            f"name the file's column with --map FILE_COLUMN={missing[0]}, "
-            f"or fill it for every row with --set {missing[0]}=VALUE",
+        raise MissingColumnsError(
+            f"{path} has no column for {names} (required); its columns are: {listed}", missing
         )
     used = set(mapping.values())
     extras = tuple(column for column in columns if column not in used)

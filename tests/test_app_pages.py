@@ -123,6 +123,47 @@ def test_an_unknown_start_event_falls_back_to_the_default_start(app: AppTest) ->
     assert app.query_params.get("start") == "first_event"
 
 
+def test_upload_without_a_user_column_points_at_the_page_controls(app: AppTest, tiny_store: Path) -> None:
+    before = count(tiny_store, "SELECT count(*) FROM events")
+    open_page(app, "pages/data/data.py")
+    no_user = b"ts,action,amount\n2025-09-01 10:00:00,view,0\n"
+    app.file_uploader(key="data_upload").set_value(("no_user.csv", no_user, "text/csv")).run()
+    app.selectbox(key="data_table").select("events").run()
+    app.button(key="data_load").click().run()
+    assert not app.exception, app.exception
+    errors = " ".join(error.value for error in app.error)
+    assert "no_user.csv has no column for events.user_id" in errors
+    assert "'Column mapping'" in errors and "'Constants for missing columns'" in errors
+    assert "--map" not in errors and "--set" not in errors, "the page's own controls, not the CLI flags"
+    assert count(tiny_store, "SELECT count(*) FROM events") == before
+
+
+def test_skipped_rows_download_under_the_name_the_summary_gives(
+    tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "copy.duckdb"
+    store.write_bytes(tiny_store.read_bytes())
+    monkeypatch.setenv("TENURE_DB", str(store))
+    app = AppTest.from_file(str(APP_DIR / "app.py"), default_timeout=120)
+    open_page(app, "pages/data/data.py")
+    mixed = b"user_id,event_time,event_name\nz1,2025-09-01 10:00:00,view\nz2,never,view\n"
+    app.file_uploader(key="data_upload").set_value(("mixed.csv", mixed, "text/csv")).run()
+    app.selectbox(key="data_table").select("events").run()
+    app.checkbox(key="data_skip_bad").check().run()
+    app.button(key="data_load").click().run()
+    assert not app.exception, app.exception
+    assert [box.value for box in app.success] == [
+        "events: 1 row loaded from mixed.csv (1 rejected -> mixed.csv.rejects.csv)"
+    ]
+    rejects = [
+        button for button in app.get("download_button") if button.proto.label == "Download rejected rows"
+    ]
+    assert len(rejects) == 1
+    last_load = app.session_state["_data_last_load"]  # what _last_load draws from
+    assert last_load["rejects_name"] == "mixed.csv.rejects.csv"
+    assert "line" in last_load["rejects"] and "never" in last_load["rejects"]
+
+
 def _seeded_controls_script() -> None:
     import streamlit as st
 

@@ -103,3 +103,19 @@ def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Pat
         "the page's own choice, not the CLI flag"
     )
     assert table_with(app, "line", "column", "reason")["line"].tolist() == [3]
+
+
+def test_a_file_without_a_user_column_points_at_the_column_mapping(
+    app: AppTest, trained_models: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "no_user.csv"
+    path.write_text("event_time,event_name\n2026-01-01 10:00:00,view\n", encoding="utf-8")
+    open_page(app, PAGE)
+    _choose_model(app, trained_models / "btyd")
+    app.session_state["score_events_path"] = str(path)
+    app.run()
+    app.button(key="score_run").click().run()
+    assert not app.exception, app.exception
+    errors = " ".join(box.value for box in app.error)
+    assert "no_user.csv has no column for events.user_id" in errors
+    assert "'Column mapping'" in errors and "--map" not in errors and "--set" not in errors

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import TenureError
-from core.ingest import BadRowsError, ingest_file
+from core.ingest import BadRowsError, MissingColumnsError, ingest_file
 from core.schema import CANONICAL_TABLES
 from core.store import Store
 from pages.shared import cached, ui
@@ -107,13 +107,22 @@ def _upload_section(store: Store) -> None:
         st.dataframe(error.bad_rows, hide_index=True, key="data_bad_rows")
         ui.download_csv(error.bad_rows, f"{path.stem}_bad_rows.csv", key="download_bad_rows")
         return
+    except MissingColumnsError as error:
+        column = error.missing[0]
+        hint = (
+            f"under 'Column mapping', choose the file column that holds {column}, or give {column} a value "
+            "under 'Constants for missing columns'; then load again"
+        )
+        ui.show_file_error(error.with_hint(hint), path, uploaded.name)
+        return
     except TenureError as error:
         ui.show_file_error(error, path, uploaded.name)
         return
     st.session_state[LAST_LOAD] = {
         "summary": result.summary(),
         "rejects": result.rejects_path.read_text() if result.rows_rejected and result.rejects_path else None,
-        "rejects_name": f"{path.stem}_rejects.csv",
+        # The name the summary gives them ("1 rejected -> NAME"), so the download is that file.
+        "rejects_name": rejects.name,
     }
     st.rerun()
 

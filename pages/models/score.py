@@ -16,7 +16,7 @@ import streamlit as st
 
 from core import figures_scoring
 from core.errors import TenureError
-from core.ingest import BadRowsError
+from core.ingest import BadRowsError, MissingColumnsError
 from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
 from core.models.spec import DEFAULT_HORIZON_DAYS
@@ -138,6 +138,11 @@ def _run(
         st.dataframe(error.bad_rows, hide_index=True, key="score_bad_rows")
         ui.download_csv(error.bad_rows, f"{Path(name).stem}_bad_rows.csv", key="download_score_bad_rows")
         return
+    except MissingColumnsError as error:
+        bar.empty()
+        hint = f"open 'Column mapping' above, choose the file column that holds {error.missing[0]}, then score again"
+        ui.show_file_error(error.with_hint(hint), path, name)
+        return
     except TenureError as error:
         bar.empty()
         ui.show_file_error(error, path, name)
@@ -167,7 +172,8 @@ def _results(result: dict[str, Any]) -> None:
         )
     if notes:
         st.warning(
-            "**Outside what the model was trained on**\n\n" + "\n".join(f"- {note}" for note in notes),
+            "**What the scores leave out, and where the file differs from the training data**\n\n"
+            + "\n".join(f"- {note}" for note in notes),
             icon=":material/warning:",
         )
     if result["rejects"]:
