@@ -86,18 +86,25 @@ def test_page_scores_a_file_and_leaves_the_store_untouched(
     assert hashlib.sha256(tiny_store.read_bytes()).hexdigest() == digest_before
 
 
-def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Path, tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(
-        "user_id,event_time,event_name\na,2026-01-01 10:00:00,view\nb,never,view\n", encoding="utf-8"
-    )
+def _refused(app: AppTest, model: Path, path: Path, text: str) -> str:
+    """Score a file the page must refuse; returns its error boxes' text."""
+    path.write_text(text, encoding="utf-8")
     open_page(app, PAGE)
-    _choose_model(app, trained_models / "btyd")
+    _choose_model(app, model)
     app.session_state["score_events_path"] = str(path)
     app.run()
     app.button(key="score_run").click().run()
     assert not app.exception, app.exception
-    errors = " ".join(box.value for box in app.error)
+    return " ".join(box.value for box in app.error)
+
+
+def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Path, tmp_path: Path) -> None:
+    errors = _refused(
+        app,
+        trained_models / "btyd",
+        tmp_path / "bad.csv",
+        "user_id,event_time,event_name\na,2026-01-01 10:00:00,view\nb,never,view\n",
+    )
     assert "line 3, event_time" in errors and "nothing scored" in errors
     assert "Skip bad rows" in errors and "--skip-bad-rows" not in errors, (
         "the page's own choice, not the CLI flag"
@@ -108,14 +115,11 @@ def test_page_shows_a_refused_file_as_an_error(app: AppTest, trained_models: Pat
 def test_a_file_without_a_user_column_points_at_the_column_mapping(
     app: AppTest, trained_models: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "no_user.csv"
-    path.write_text("event_time,event_name\n2026-01-01 10:00:00,view\n", encoding="utf-8")
-    open_page(app, PAGE)
-    _choose_model(app, trained_models / "btyd")
-    app.session_state["score_events_path"] = str(path)
-    app.run()
-    app.button(key="score_run").click().run()
-    assert not app.exception, app.exception
-    errors = " ".join(box.value for box in app.error)
+    errors = _refused(
+        app,
+        trained_models / "btyd",
+        tmp_path / "no_user.csv",
+        "event_time,event_name\n2026-01-01 10:00:00,view\n",
+    )
     assert "no_user.csv has no column for events.user_id" in errors
     assert "'Column mapping'" in errors and "--map" not in errors and "--set" not in errors
