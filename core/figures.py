@@ -14,6 +14,11 @@ INCOMPLETE_LABEL = "…"
 BAND_OPACITY = 0.18
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
+# A second y axis's own round ticks and no grid of its own: the browser's Plotly otherwise places
+# its ticks on the first axis's grid lines (odd values such as 0.359), and its zero need not sit
+# on the first axis's zero, so a small ratio could look negative.
+SECOND_AXIS_TICKS = {"tickmode": "auto", "showgrid": False}
+
 
 def _hex_to_rgba(colour: str, alpha: float) -> str:
     red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
@@ -205,8 +210,7 @@ def activity_chart(series: pd.DataFrame, title: str = "Activity") -> go.Figure:
             "overlaying": "y",
             "side": "right",
             "rangemode": "tozero",
-            "tickmode": "auto",
-            "showgrid": False,
+            **SECOND_AXIS_TICKS,
         },
         legend={"orientation": "h", "y": -0.2},
         plot_bgcolor="white",

@@ -10,12 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.figures import SECOND_AXIS_TICKS
 from core.lifecycle import NOT_STARTED, STAGE_LABELS, STAGES
-
-# A second y axis's own round ticks and no grid of its own: the browser's Plotly otherwise places
-# its ticks on the first axis's grid lines (odd values such as 0.359), and its zero need not sit
-# on the first axis's zero, so a small ratio could look negative.
-OWN_TICKS = {"tickmode": "auto", "showgrid": False}
 
 STATUS_COLOURS = {
     "new": "#2ca02c",
@@ -81,7 +77,7 @@ def lifecycle_chart(table: pd.DataFrame, title: str = "Lifecycle") -> go.Figure:
     )
     figure.update_layout(title=title, barmode="relative", legend={"orientation": "h"}, hovermode="x unified")
     figure.update_yaxes(title_text="users (dormant below zero)", secondary_y=False)
-    figure.update_yaxes(title_text="quick ratio", secondary_y=True, rangemode="tozero", **OWN_TICKS)
+    figure.update_yaxes(title_text="quick ratio", secondary_y=True, rangemode="tozero", **SECOND_AXIS_TICKS)
     return figure
 
 
@@ -196,6 +192,6 @@ def active_users_chart(series: pd.DataFrame, title: str = "Active users") -> go.
     figure.update_layout(title=title, legend={"orientation": "h"}, hovermode="x unified")
     figure.update_yaxes(title_text="users", secondary_y=False, rangemode="tozero")
     figure.update_yaxes(
-        title_text="DAU/MAU", tickformat=".0%", secondary_y=True, rangemode="tozero", **OWN_TICKS
+        title_text="DAU/MAU", tickformat=".0%", secondary_y=True, rangemode="tozero", **SECOND_AXIS_TICKS
     )
     return figure

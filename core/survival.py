@@ -378,11 +378,22 @@ def _step_values(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.nd
     return np.where(index >= 0, values[np.clip(index, 0, None)], 1.0)
 
 
+# Under the terminal-event rule, this share of users churning at duration 0 or more means the
+# terminal event is often the start event itself, which measures nothing for those users.
+TERMINAL_AT_START_SHARE = 0.25
+
+
 def churned_at_start(frame: pd.DataFrame) -> int:
-    """Users of a ``durations`` frame who churned at duration 0. Under the terminal-event rule a
-    quarter or more of them means the terminal event is often the start event itself, which
-    measures nothing for those users: the page warns."""
+    """Users of a ``durations`` frame who churned at duration 0."""
     return int((frame["churned"] & (frame["duration_days"] == 0)).sum())
+
+
+def terminal_event_starts_users(frame: pd.DataFrame, spec: SurvivalSpec) -> bool:
+    """Whether at least ``TERMINAL_AT_START_SHARE`` of the users churn at their start under
+    ``spec``'s terminal event (the page warns); never under the inactivity rule."""
+    if not spec.terminal_event or frame.empty:
+        return False
+    return churned_at_start(frame) >= TERMINAL_AT_START_SHARE * len(frame)
 
 
 def restricted_mean(

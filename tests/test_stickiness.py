@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
+from core import figures_lifecycle
 from core.errors import TenureError
 from core.population import Filters
 from core.stickiness import SPANS, StickinessSpec, active_users_series, stickiness_histogram
@@ -137,3 +138,11 @@ def test_spec_round_trip_and_errors():
     assert StickinessSpec(span="4w").unit == "weeks"
     with pytest.raises(TenureError):
         StickinessSpec(span="2w")  # type: ignore[arg-type]
+
+
+def test_the_ratio_axis_keeps_its_own_ticks_from_zero(store):
+    """The DAU/MAU axis must not borrow the users axis's grid (odd ticks, a zero below the users' zero)."""
+    series = active_users_series(store, StickinessSpec(), Filters())
+    layout = figures_lifecycle.active_users_chart(series).layout
+    assert layout.yaxis.rangemode == "tozero" and layout.yaxis2.rangemode == "tozero"
+    assert layout.yaxis2.tickmode == "auto" and layout.yaxis2.showgrid is False

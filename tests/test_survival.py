@@ -26,6 +26,7 @@ from core.survival import (
     log_rank,
     restricted_mean,
     rmst_difference,
+    terminal_event_starts_users,
 )
 
 DAY = pd.Timedelta(days=1)
@@ -246,6 +247,12 @@ def test_survival_beyond_follow_up_is_missing_unless_everyone_churned():
 def test_everyone_churned_at_the_start():
     frame = pd.DataFrame({"duration_days": [0.0, 0.0, 0.0, 3.0], "churned": [True] * 4, "group": "all"})
     assert churned_at_start(frame) == 3
+    assert terminal_event_starts_users(frame, SurvivalSpec(terminal_event="purchase"))
+    assert not terminal_event_starts_users(frame, SurvivalSpec())  # 0 days is legitimate there
+    quarter = pd.DataFrame({"duration_days": [0.0] + [5.0] * 3, "churned": [True] * 4, "group": "all"})
+    fewer = pd.DataFrame({"duration_days": [0.0] + [5.0] * 4, "churned": [True] * 5, "group": "all"})
+    assert terminal_event_starts_users(quarter, SurvivalSpec(terminal_event="purchase"))
+    assert not terminal_event_starts_users(fewer, SurvivalSpec(terminal_event="purchase"))
     result = kaplan_meier(frame, SurvivalSpec(survival_days=(7,), horizon_days=90))
     assert result.survival_at["survival"].tolist() == [0.0]
     assert result.rmst["rmst"].iloc[0] == pytest.approx(0.25 * 3)

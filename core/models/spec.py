@@ -30,6 +30,12 @@ from core.population import StartSpec
 DEFAULT_HORIZON_DAYS = 90
 
 
+def default_as_of(data_end: pd.Timestamp) -> dt.date:
+    """The latest as-of date whose default horizon the data covers: the day the pages and hints
+    offer first, so that a model trained there has its whole horizon observed."""
+    return (pd.Timestamp(data_end) - pd.Timedelta(days=DEFAULT_HORIZON_DAYS)).date()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The as-of date, horizon, activity and population of a churn/LTV model (module docstring).

@@ -10,7 +10,13 @@ import streamlit as st
 
 from core import figures_survival
 from core.errors import TenureError
-from core.survival import DEFAULT_SURVIVAL_DAYS, LANDMARK_DAYS, SurvivalSpec, churned_at_start
+from core.survival import (
+    DEFAULT_SURVIVAL_DAYS,
+    LANDMARK_DAYS,
+    SurvivalSpec,
+    churned_at_start,
+    terminal_event_starts_users,
+)
 from pages.shared import cached, cached_survival, ui, url_params
 
 NO_TERMINAL = ""
@@ -161,8 +167,8 @@ def main() -> None:
         return
 
     st.caption(_caption(spec, cached.data_end(store)))
-    at_start = churned_at_start(frame)
-    if spec.terminal_event and at_start * 4 >= len(frame):
+    if terminal_event_starts_users(frame, spec):
+        at_start = churned_at_start(frame)
         st.warning(
             f"{at_start:,} of {len(frame):,} users churn at their start: for them the first '{spec.terminal_event}' "
             "is the event that starts them, which says nothing about how long they stay. A terminal event should "

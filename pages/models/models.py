@@ -15,7 +15,7 @@ from core.models import jobs, registry, results, timeline
 from core.models.choices import AVAILABLE_MODELS, SPLITS
 from core.models.gbm import GBMConfig
 from core.models.sequence_config import SequenceConfig
-from core.models.spec import DEFAULT_HORIZON_DAYS, ModelSpec
+from core.models.spec import DEFAULT_HORIZON_DAYS, ModelSpec, default_as_of
 from core.population import Filters
 from core.store import Store
 from pages.shared import cached_models, ui
@@ -107,13 +107,13 @@ def _train_section(store: Store, filters: Filters, data_end: pd.Timestamp, expan
             f"held-out users over [T, T + horizon), saves them under {jobs.default_models_dir(store)} and "
             "registers them in the store. The page stays usable while they train."
         )
-        default_as_of = (data_end - pd.Timedelta(days=DEFAULT_HORIZON_DAYS)).date()
+        as_of_offered = default_as_of(data_end)
         with st.form("models_train_form", border=False):
             first, second, third, fourth = st.columns(4)
             values = {
                 "as_of": first.date_input(
                     "As-of date",
-                    value=default_as_of,
+                    value=as_of_offered,
                     max_value=data_end.date(),
                     key="models_as_of",
                     help="T: features use events before it, labels the horizon after it. "

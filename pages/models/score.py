@@ -19,7 +19,7 @@ from core.errors import TenureError
 from core.ingest import BadRowsError, MissingColumnsError
 from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
-from core.models.spec import DEFAULT_HORIZON_DAYS
+from core.models.spec import default_as_of
 from core.models.training_profile import load_training_profile
 from core.models.upload_scoring import (
     DEFAULT_MODELS_DIR,
@@ -74,7 +74,7 @@ def _train_hint() -> str:
     data_end = ui.get_store().data_end()
     if data_end is None:
         return "Load events on the Data page, then train a model on the Models page"
-    as_of = (data_end - dt.timedelta(days=DEFAULT_HORIZON_DAYS)).date().isoformat()
+    as_of = default_as_of(data_end).isoformat()
     return (
         f"Train one on the Models page, or with `python -m core train --as-of {as_of} --model all "
         f"--out {_shown(DEFAULT_MODELS_DIR)}/{as_of}`"
