@@ -23,6 +23,7 @@ LIST_COLUMNS = (
     "ltv_normalized_gini",
     "created_at",
     "path",
+    "current_data",
 )
 
 
@@ -33,11 +34,11 @@ def register_hint(run_dir: str, db: str | None) -> str:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from core.models.registry import list_models, metrics_frame
+    from core.models.registry import list_models, metrics_frame, with_current_data
     from core.store import Store, resolve_db_path
 
     with Store(resolve_db_path(args.db), read_only=True) as store:
-        models = list_models(store)
+        models = with_current_data(store, list_models(store))
     table = models.merge(metrics_frame(models).drop(columns="kind"), on="model_id", how="left")
     print_frame(table[list(LIST_COLUMNS)], args.format)
     return 0

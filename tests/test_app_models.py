@@ -13,6 +13,7 @@ from app_helpers import APP, TIMEOUT, count, open_page, table_with
 from model_helpers import AS_OF, TINY_SEQUENCE, build_model_store, copy_store, train_run
 from streamlit.testing.v1 import AppTest
 
+from core.ingest import ingest_file
 from core.models import registry
 from core.store import Store
 
@@ -100,6 +101,29 @@ def test_compares_registered_models(
         path, "SELECT count(*) FROM events WHERE user_id = ? AND event_time < ?", [user, pd.Timestamp(AS_OF)]
     )
     assert "available for sequence models" in _texts(at)
+
+
+def test_models_trained_before_the_latest_load_are_flagged(
+    registered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source, _ = registered
+    path = copy_store(source, tmp_path / "loaded-since.duckdb")
+    at = open_page(_app(path, monkeypatch, tmp_path), PAGE)  # a copy holds the same data
+    assert at.multiselect(key="models_compare").options == ["run-p/btyd", "run-p/gbm"]
+    assert table_with(at, "model_id", "kind", "current_data")["current_data"].all()
+    extra = tmp_path / "later.csv"
+    extra.write_text("user_id,event_time,event_name\nlate-user,2030-01-01T00:00:00,app_open\n")
+    with Store(path) as store:
+        ingest_file(store, extra, table="events")
+    at = open_page(_app(path, monkeypatch, tmp_path), PAGE)
+    assert not at.exception, at.exception
+    chooser = at.multiselect(key="models_compare")
+    assert chooser.value == ["run-p/btyd", "run-p/gbm"]
+    assert chooser.options == [f"run-p/{name} ({registry.STALE_NOTE})" for name in ("btyd", "gbm")]
+    assert any(
+        text.value.startswith(f"2 of the chosen models were {registry.STALE_NOTE}") for text in at.caption
+    )
+    assert not table_with(at, "model_id", "kind", "current_data")["current_data"].any()
 
 
 def test_one_user_of_a_sequence_model_shows_attributions_and_survival(

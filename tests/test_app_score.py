@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_helpers import count, metric_value, open_page, table_with
+from app_helpers import APP, TIMEOUT, count, metric_value, open_page, table_with
 from streamlit.testing.v1 import AppTest
 from upload_helpers import AS_OF, export_events, train_models_at_as_of
+
+from core.models import registry
+from core.store import Store
 
 PAGE = "pages/models/score.py"
 OTHER_FOLDER = "(another folder)"
@@ -48,6 +52,22 @@ def test_page_without_a_model_says_how_to_train_one(app: AppTest, tiny_store: Pa
     assert f"`{tmp_path}` holds no model.json" in info
     assert f"python -m core train --as-of {as_of} " in info and "Models page" in info
     assert not app.button
+
+
+def test_registered_models_are_offered_under_their_registry_ids(
+    small_store_path: Path, trained_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "registered.duckdb"
+    shutil.copy(small_store_path, path)
+    with Store(path) as store:
+        ids = registry.register(store, trained_models)
+    monkeypatch.setenv("TENURE_DB", str(path))
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), PAGE)
+    assert not at.exception, at.exception
+    chooser = at.selectbox(key="score_model_choice")
+    assert sorted(chooser.options[: len(ids)]) == sorted(ids)  # as the Models page names them
+    first = chooser.options[0].split("/")[1]
+    assert chooser.value == str(trained_models.resolve() / first)
 
 
 def test_page_scores_a_file_and_leaves_the_store_untouched(

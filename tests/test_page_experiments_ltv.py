@@ -68,7 +68,8 @@ def test_predicted_ltv_is_computed_on_demand_and_marked_model_based(
     assert not at.exception, at.exception
     assert LTV_LABEL not in set(table_with(at, "metric", "variant", "p-value")["metric"])
     open_tab(at, "exp_tab", "Predicted LTV")
-    assert at.selectbox(key="exp_ltv_model").options == [str(model)]
+    chooser = at.selectbox(key="exp_ltv_model")  # named by its registry id, as on the Models page
+    assert chooser.options == ["models/btyd"] and chooser.value == str(model)
     next(button for button in at.button if button.label == "Compute predicted LTV").click().run()
     assert not at.exception, at.exception
     assert list(table_with(at, "metric", "variant", "p-value")["metric"]) == [LTV_LABEL]

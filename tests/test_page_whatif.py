@@ -311,17 +311,34 @@ def test_churn_risk_model_offers_deciles_to_the_rule(
 ) -> None:
     with Store(segment_store) as store:
         (model,) = registry.saved_model_paths(store)
+        (model_id,) = registry.saved_models(store)["model_id"]
         deciles = rule_attributes(store, "risk", model)[CHURN_RISK_DECILE]
     assert Path(model) == risk_model.resolve() and len(deciles) > 1
     text = f"{CHURN_RISK_DECILE},{deciles[-1]},b;*,*,a"
     expected = direct_estimate(segment_store, text, model)
     at = open_segment_rule(segment_store, monkeypatch, {"risk_model": model, "rule": text})
-    assert at.selectbox(key="wi_risk_model").options == ["none", model]
+    chooser = at.selectbox(key="wi_risk_model")  # named by its registry id, as on the Models page
+    assert chooser.options == ["none", model_id] and chooser.value == model
     offered = table_with(at, "attribute", "value_count", "values").set_index("attribute")
     assert offered.loc[CHURN_RISK_DECILE, "values"] == ", ".join(deciles[:12])
     assert not at.error, [e.value for e in at.error]
     assert rule_estimate(at, "rule") == pytest.approx(expected, rel=1e-12)
     assert at.query_params.get("risk_model") == model
+
+
+def test_scenario_baseline_names_the_model_by_its_registry_id(
+    segment_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(segment_store) as store:
+        (model,) = registry.saved_model_paths(store)
+        (model_id,) = registry.saved_models(store)["model_id"]
+    at = open_segment_rule(segment_store, monkeypatch, {"tab": "scenario", "horizon": "90"})
+    assert not at.exception, at.exception
+    baseline = at.selectbox(key="wi_baseline")
+    assert baseline.options == ["Observed one horizon earlier", f"Model scores: {model_id}"]
+    assert baseline.value == "observed"
+    baseline.set_value(model).run()
+    assert at.query_params.get("baseline") == model
 
 
 def test_risk_model_that_scores_nobody_says_why(

@@ -150,6 +150,31 @@ def test_saved_model_paths_leave_out_deleted_folders(store_path: Path, run_dir: 
     assert paths and Path(paths[0]) == (copy / "gbm").resolve()
 
 
+def test_a_load_after_training_flags_the_models_everywhere_they_are_named(
+    store_path: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store(store_path) as store:
+        registry.register(store, run_dir)
+        before = registry.saved_models(store)
+        assert before["current_data"].tolist() == [True, True]
+        assert registry.model_labels(before) == {
+            str((run_dir / name).resolve()): f"run-a/{name}" for name in ("btyd", "gbm")
+        }
+    extra = tmp_path / "later.csv"
+    extra.write_text("user_id,event_time,event_name\nlate-user,2030-01-01T00:00:00,app_open\n")
+    assert main(["ingest", str(extra), "--table", "events", "--db", str(store_path)]) == 0
+    with Store(store_path) as store:
+        after = registry.saved_models(store)
+        assert after["current_data"].tolist() == [False, False]
+        assert after["data_version"].tolist() == before["data_version"].tolist()
+        assert _version(store_path) != before["data_version"].iloc[0]
+        labels = registry.model_labels(after)
+    assert sorted(labels.values()) == [f"run-a/{name} ({registry.STALE_NOTE})" for name in ("btyd", "gbm")]
+    capsys.readouterr()
+    assert main(["models", "list", "--db", str(store_path), "--format", "json"]) == 0
+    assert [row["current_data"] for row in json.loads(capsys.readouterr().out)] == [False, False]
+
+
 def test_a_store_from_before_the_registry_lists_no_models_and_gains_the_table(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     Store(path).close()

@@ -89,12 +89,9 @@ def model_horizon_days(model_dir: str | Path) -> int:
 def ltv_models(store: Store) -> list[str]:
     """Folders of registered models with a 90-day horizon that still exist, newest first: the
     models this metric can use."""
-    try:
-        models = registry.list_models(store)
-    except TenureError:
-        return []
+    models = registry.saved_models(store)
     chosen = models[pd.to_numeric(models["horizon_days"], errors="coerce") == LTV_HORIZON_DAYS]
-    return [str(path) for path in chosen["path"] if (Path(path) / MODEL_FILE).is_file()]
+    return [str(path) for path in chosen["path"]]
 
 
 def check_ltv_model(model_dir: str | Path) -> str:

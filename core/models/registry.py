@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.errors import TenureError
@@ -180,6 +181,11 @@ def register(store: Store, run_dir: str | Path, data_version: str | None = None)
     return ids
 
 
+def list_models_empty() -> pd.DataFrame:
+    """``list_models``' result when nothing is registered: no rows, the same columns."""
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in REGISTRY_COLUMNS})
+
+
 def list_models(store: Store) -> pd.DataFrame:
     """Every registered model, newest run first (then by model name).
 
@@ -188,7 +194,7 @@ def list_models(store: Store) -> pd.DataFrame:
         dicts. Empty (same columns) when nothing is registered or the store has no registry.
     """
     if not _has_registry(store):
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in REGISTRY_COLUMNS})
+        return list_models_empty()
     columns = ", ".join(REGISTRY_COLUMNS)
     frame = store.query_df(
         f"SELECT {columns} FROM {REGISTRY_TABLE} ORDER BY created_at DESC, run_dir, model_name"
@@ -198,14 +204,60 @@ def list_models(store: Store) -> pd.DataFrame:
     return frame
 
 
-def saved_model_paths(store: Store) -> list[str]:
-    """Folders of the registered models that still hold a saved model, newest run first: the
-    models a page can offer for scoring (a folder deleted since registration is left out)."""
+STALE_NOTE = "trained before the latest load"
+
+
+def saved_models(store: Store) -> pd.DataFrame:
+    """Registered models whose folder still holds a saved model, newest run first: the models a
+    page can offer for scoring (a folder deleted since registration is left out).
+
+    Returns ``list_models``' columns plus ``current_data`` (``with_current_data``).
+    """
     try:
         models = list_models(store)
     except TenureError:
-        return []
-    return [str(path) for path in models["path"] if (Path(path) / MODEL_FILE).is_file()]
+        models = list_models_empty()
+    saved = np.array([(Path(path) / MODEL_FILE).is_file() for path in models["path"]], dtype=bool)
+    return with_current_data(store, models.loc[saved].reset_index(drop=True))
+
+
+def with_current_data(store: Store, models: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``list_models`` with ``current_data``: True when no load has committed since the
+    model's data was read (a False model's metrics describe the data of its day).
+
+    Only the load-history part of ``Store.version()`` is compared: a store copied or moved to
+    another path holds the same data, and its models stay current.
+    """
+    now = _loads_part(store.version())
+    return models.assign(
+        current_data=[_loads_part(str(version)) == now for version in models["data_version"]]
+    )
+
+
+def _loads_part(version: str) -> tuple[str, ...]:
+    """``count:last load id`` of a ``Store.version()`` string (its path may hold colons)."""
+    return tuple(version.rsplit(":", 2)[1:])
+
+
+def model_label(model_id: str, current_data: bool) -> str:
+    """How every page names a registered model: its id, flagged when a load came after it."""
+    return model_id if current_data else f"{model_id} ({STALE_NOTE})"
+
+
+def model_labels(models: pd.DataFrame) -> dict[str, str]:
+    """Folder path -> label (``model_label``) for rows of ``saved_models``: the one name a model
+    has on every page, whose selectors hold folder paths."""
+    return {
+        str(path): model_label(model_id, bool(current))
+        for path, model_id, current in zip(
+            models["path"], models["model_id"], models["current_data"], strict=True
+        )
+    }
+
+
+def saved_model_paths(store: Store) -> list[str]:
+    """Folders of ``saved_models``, newest run first."""
+    return [str(path) for path in saved_models(store)["path"]]
 
 
 def remove(store: Store, model_ids: Sequence[str]) -> None:

@@ -469,7 +469,7 @@ def _ltv_section(store: Store, review: Review) -> None:
             f"(horizon {LTV_HORIZON_DAYS} days)."
         )
         return
-    model = st.selectbox("Model folder", models, key="exp_ltv_model")
+    model = st.selectbox("Model", models, key="exp_ltv_model", format_func=ui.model_namer(store))
     key = _ltv_key(store, review)
     if st.button("Compute predicted LTV", key="exp_ltv_run", icon=":material/play_arrow:"):
         bar = st.progress(0.0, text="Scoring users...")

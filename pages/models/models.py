@@ -156,7 +156,9 @@ def _train_section(store: Store, filters: Filters, data_end: pd.Timestamp, expan
 
 
 def _choose_models(models: pd.DataFrame) -> pd.DataFrame:
+    """The models to compare (newest run's by default); says when some predate the latest load."""
     ids = models["model_id"].tolist()
+    labels = dict(zip(ids, map(registry.model_label, ids, models["current_data"]), strict=True))
     newest_run = models["run_dir"].iloc[0]
     default = models.loc[models["run_dir"] == newest_run, "model_id"].tolist()
     current = st.session_state.get(COMPARE_KEY)
@@ -167,15 +169,23 @@ def _choose_models(models: pd.DataFrame) -> pd.DataFrame:
         "Models to compare",
         ids,
         key=COMPARE_KEY,
+        format_func=labels.__getitem__,
         help="Models of one run share their evaluation users; models of different runs may not.",
     )
-    return models.set_index("model_id").loc[chosen].reset_index()
+    chosen_models = models.set_index("model_id").loc[chosen].reset_index()
+    stale = int((~chosen_models["current_data"]).sum())
+    if stale:
+        st.caption(
+            f"{stale} of the chosen models {'was' if stale == 1 else 'were'} {registry.STALE_NOTE}: "
+            "their metrics and held-out scores describe the data as it was then. Train again to include "
+            "the new data."
+        )
+    return chosen_models
 
 
-def _registry_table(store: Store, models: pd.DataFrame) -> None:
-    shown = models.assign(current_data=models["data_version"] == store.version())
+def _registry_table(models: pd.DataFrame) -> None:
     with st.expander(f"Registered models ({len(models)})", expanded=False):
-        st.dataframe(shown[REGISTRY_SHOWN], hide_index=True, key="models_registry")
+        st.dataframe(models[REGISTRY_SHOWN], hide_index=True, key="models_registry")
         st.caption(
             "current_data: trained on the data the store holds now (no load since). "
             "The same list on the command line: `python -m core models list`."
@@ -381,7 +391,7 @@ def main() -> None:
         st.info("This store has no events yet: load a file on the Data page.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
         return
-    models = registry.list_models(store)
+    models = registry.with_current_data(store, registry.list_models(store))
     _train_section(store, filters, data_end, expanded=models.empty)
     if models.empty:
         st.info(
@@ -391,7 +401,7 @@ def main() -> None:
         _manage_section(store, models)
         return
     chosen = _choose_models(models)
-    _registry_table(store, models)
+    _registry_table(models)
     if chosen.empty:
         st.info("Choose models to compare.")
         _manage_section(store, models)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +82,29 @@ def _train_hint() -> str:
     )
 
 
-def _registered_folders() -> list[Path]:
-    """Folders of the models registered in the current store that still exist, newest first."""
-    return [Path(path) for path in registry.saved_model_paths(ui.get_store())]
-
-
 def _model_input() -> Path | None:
-    """The model folder: a registered one, one found under sample_data/models, or any folder typed in."""
-    found = list(dict.fromkeys([*_registered_folders(), *model_folders(DEFAULT_MODELS_DIR)]))
-    options = [_shown(path) for path in found] + [OTHER_FOLDER]
-    choice = st.selectbox("Model folder", options, key="score_model_choice")
+    """The model folder: a registered one (named by its registry id, as on the Models page), one
+    found under sample_data/models, or any folder typed in."""
+    store = ui.get_store()
+    registered = [Path(path) for path in registry.saved_model_paths(store)]
+    found = [str(path) for path in dict.fromkeys([*registered, *model_folders(DEFAULT_MODELS_DIR)])]
+    model_name = ui.model_namer(store)
+    choice = st.selectbox(
+        "Model",
+        [*found, OTHER_FOLDER],
+        key="score_model_choice",
+        format_func=lambda value: value if value == OTHER_FOLDER else _model_shown(value, model_name),
+    )
     if choice != OTHER_FOLDER:
-        return found[options.index(choice)]
+        return Path(choice)
     typed = st.text_input("Path of a model folder (holding model.json)", key="score_model_path")
     return Path(typed) if typed.strip() else None
+
+
+def _model_shown(folder: str, model_name: Callable[[str], str]) -> str:
+    """A registered model's id, else the folder relative to the project."""
+    name = model_name(folder)
+    return name if name != folder else _shown(Path(folder))
 
 
 def _mapping_editor(path: Path) -> dict[str, str]:

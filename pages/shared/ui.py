@@ -29,6 +29,7 @@ from core.errors import TenureError
 from core.export import to_safe_csv
 from core.ingest import table_aliases
 from core.ingest_read import file_columns, inspect_file
+from core.models import registry
 from core.population import Filters, segment_attributes
 from core.schema import CANONICAL_TABLES
 from core.store import DB_ENV_VAR, Store, resolve_db_path
@@ -170,6 +171,13 @@ def linked_selectbox(label: str, options: list[str], key: str, param: str, **kwa
     """A selectbox over store-dependent ``options``, kept in the URL as ``param`` (``seed_choice``)."""
     seed_choice(key, options, param=param)
     return st.selectbox(label, options, key=key, **kwargs)
+
+
+def model_namer(store: Store) -> Callable[[str], str]:
+    """A selectbox ``format_func`` that shows a registered model's folder under its registry id
+    (flagged when a load came after it), as the Models page names it; other values unchanged."""
+    labels = registry.model_labels(registry.saved_models(store))
+    return lambda value: labels.get(value, value)
 
 
 # --- The dataset and the store ------------------------------------------------------------------

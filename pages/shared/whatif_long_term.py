@@ -49,6 +49,7 @@ def _risk_model(store: Store, params: dict[str, str]) -> str | None:
         [NO_MODEL, *registry.saved_model_paths(store)],
         "wi_risk_model",
         "risk_model",
+        format_func=ui.model_namer(store),
         help="A registered model that scores each user as of the start of their assignment day, so that a rule "
         f"may use {CHURN_RISK_DECILE} (1..10, 10 the riskiest tenth). Every model kind scores everyone in one "
         "pass, each user at their own assignment day.",

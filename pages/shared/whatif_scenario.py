@@ -83,13 +83,14 @@ def scenario_section(
     horizon = second.number_input("Horizon H (days)", 1, 365, step=1, key="wi_horizon")
     reach = third.slider("Share of the base reached (%)", 0, 100, step=5, key="wi_reach")
     models = ltv_models(store) if int(horizon) == LTV_HORIZON_DAYS else []
+    model_name = ui.model_namer(store)
     chosen = ui.linked_selectbox(
         "Per-user baseline",
         [OBSERVED, *models],
         "wi_baseline",
         "baseline",
         format_func=lambda name: (
-            "Observed one horizon earlier" if name == OBSERVED else f"Model scores: {name}"
+            "Observed one horizon earlier" if name == OBSERVED else f"Model scores: {model_name(name)}"
         ),
         help=f"Saved models with a {LTV_HORIZON_DAYS}-day horizon are offered when H is {LTV_HORIZON_DAYS} days.",
     )
