@@ -106,6 +106,25 @@ def test_page_scores_a_file_and_leaves_the_store_untouched(
     assert hashlib.sha256(tiny_store.read_bytes()).hexdigest() == digest_before
 
 
+def test_page_scores_at_the_files_last_day_when_no_date_is_chosen(
+    app: AppTest, trained_models: Path, events_csv: Path
+) -> None:
+    open_page(app, PAGE)
+    _choose_model(app, trained_models / "btyd")
+    app.session_state["score_events_path"] = str(events_csv)
+    app.run()
+    assert app.date_input(key="score_as_of").value is None
+    app.button(key="score_run").click().run()
+    assert not app.exception, app.exception
+    events = pd.read_csv(events_csv, parse_dates=["event_time"])
+    last_day = events["event_time"].max().normalize()
+    assert last_day.isoformat() in app.success[0].value
+    scored = events.loc[events["event_time"] < last_day, "user_id"].nunique()
+    assert metric_value(app, "Users scored") == f"{scored:,}"
+    ignored = int((events["event_time"] >= last_day).sum())
+    assert metric_value(app, "Events ignored (on or after as-of)") == f"{ignored:,}"
+
+
 def _refused(app: AppTest, model: Path, path: Path, text: str) -> str:
     """Score a file the page must refuse; returns its error boxes' text."""
     path.write_text(text, encoding="utf-8")

@@ -156,6 +156,26 @@ def test_as_of_after_the_files_last_event_is_refused(trained_models: Path, event
         score_upload(events_csv, trained_models / "btyd", (last + pd.Timedelta(days=1)).to_pydatetime())
 
 
+def test_without_an_as_of_the_file_is_scored_at_the_day_of_its_last_event(
+    trained_models: Path, events_csv: Path
+) -> None:
+    last_day = _read_events(events_csv)["event_time"].max().normalize()
+    report = score_upload(events_csv, trained_models / "gbm", None)
+    assert pd.Timestamp(report.as_of) == last_day
+    expected = score_upload(events_csv, trained_models / "gbm", last_day.to_pydatetime())
+    pd.testing.assert_frame_equal(report.scores, expected.scores)
+    assert last_day.isoformat() in report.summary()
+
+
+def test_without_an_as_of_a_file_of_one_day_is_refused_with_the_reason(
+    trained_models: Path, tmp_path: Path
+) -> None:
+    one_day = tmp_path / "one_day.csv"
+    one_day.write_text("user_id,event_time,event_name\nu1,2026-03-02T10:00:00,app_open\n", encoding="utf-8")
+    with pytest.raises(TenureError, match=r"no event before the as-of date 2026-03-02T00:00:00"):
+        score_upload(one_day, trained_models / "btyd", None)
+
+
 def test_flags_match_a_pandas_count_of_each_users_history(trained_models: Path, events_csv: Path) -> None:
     events = _read_events(events_csv)
     before = events[events["event_time"] < T]

@@ -148,6 +148,19 @@ def check_upload_size(path: Path, max_bytes: int = MAX_UPLOAD_BYTES, name: str |
         )
 
 
+def file_as_of(store: Store) -> dt.datetime:
+    """The default T of an upload: UTC midnight of the day of its last event.
+
+    Scoring needs every user's history observed up to T, so T may not pass the file's end; the
+    last day is usually partial (an extract taken during the day), so it is left out, as a model's
+    own as-of date is a midnight.
+    """
+    last = store.query_one("SELECT max(event_time) FROM events")[0]
+    if last is None:
+        raise TenureError("the file has no events", "give a file with events")
+    return pd.Timestamp(last).normalize().to_pydatetime()
+
+
 def _check_events(store: Store, name: str, as_of: dt.datetime, max_events: int) -> tuple[int, int]:
     """Refuse too many events or an as-of date the file cannot be scored at; (users, users scored)."""
     events, users, scored, first, last = store.query_one(
@@ -218,7 +231,7 @@ def _score_in_batches(
 def score_upload(
     events_path: str | Path,
     model_dir: str | Path,
-    as_of: dt.datetime,
+    as_of: dt.datetime | None,
     *,
     column_map: dict[str, str] | None = None,
     constants: dict[str, str] | None = None,
@@ -238,7 +251,7 @@ def score_upload(
     Args:
         events_path: a CSV (any delimiter, optionally gzip) or Parquet file of events.
         model_dir: a model folder written by ``train`` (holding model.json).
-        as_of: T, a naive UTC datetime.
+        as_of: T, a naive UTC datetime; None = ``file_as_of``, midnight of the file's last day.
         column_map, constants, skip_bad_rows, rejects_path: as ``core.ingest.ingest_file``.
         users_path: an optional users file (attributes), loaded the same way.
         source_name: the file's name in messages (default the file name; the page passes the
@@ -256,7 +269,6 @@ def score_upload(
     events_path, model_dir = Path(events_path), Path(model_dir)
     name = source_name or events_path.name
     kind = model_kind(model_dir)
-    as_of = pd.Timestamp(as_of).to_pydatetime()
     if not events_path.is_file():
         raise TenureError(f"{name} does not exist", "give the path of an events file")
     check_upload_size(events_path, max_bytes, name)
@@ -282,6 +294,7 @@ def score_upload(
                 error.bad_rows,
             ) from error
         users = None if users_path is None else ingest_file(store, Path(users_path), table="users")
+        as_of = file_as_of(store) if as_of is None else pd.Timestamp(as_of).to_pydatetime()
         users_in_file, users_scored = _check_events(store, name, as_of, max_events)
         progress(0.3, f"checking {events.rows_accepted:,} events against the model's training data")
         drift = drift_report(store, load_training_profile(model_dir), as_of)

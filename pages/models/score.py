@@ -21,7 +21,6 @@ from core.ingest import BadRowsError, MissingColumnsError
 from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
 from core.models.spec import default_as_of
-from core.models.training_profile import load_training_profile
 from core.models.upload_scoring import (
     DEFAULT_MODELS_DIR,
     MAX_SCORE_EVENTS,
@@ -114,16 +113,11 @@ def _mapping_editor(path: Path) -> dict[str, str]:
     return ui.column_map_editor(columns, "events", suggested, key="score_mapping")
 
 
-def _default_as_of(model: Path) -> dt.date:
-    profile_as_of = load_training_profile(model).as_of
-    return profile_as_of.date() if profile_as_of is not None else dt.date.today()
-
-
 def _run(
     events: tuple[Path, str],
     users: tuple[Path, str] | None,
     model: Path,
-    as_of: dt.date,
+    as_of: dt.date | None,
     column_map: dict[str, str],
     skip_bad_rows: bool,
 ) -> None:
@@ -134,7 +128,7 @@ def _run(
         report = score_upload(
             path,
             model,
-            dt.datetime.combine(as_of, dt.time()),
+            None if as_of is None else dt.datetime.combine(as_of, dt.time()),
             column_map=column_map,
             skip_bad_rows=skip_bad_rows,
             rejects_path=rejects,
@@ -233,7 +227,13 @@ def main() -> None:
         return
     events = _file_input("Events file (CSV, CSV.gz or Parquet)", "score_upload", EVENTS_PATH_KEY)
     users = _file_input("Users file with attributes (optional)", "score_users_upload", USERS_PATH_KEY)
-    as_of = st.date_input("As-of date (UTC midnight)", value=_default_as_of(model), key="score_as_of")
+    as_of = st.date_input(
+        "As-of date (UTC midnight)",
+        value=None,
+        key="score_as_of",
+        help="Users are scored from their events before this date. Left empty: the day of the file's last "
+        "event, the latest date at which every user's history is complete in the file.",
+    )
     if events is None:
         st.info("Upload an events file to score.", icon=":material/upload_file:")
         return
