@@ -111,8 +111,10 @@ def _run_score(args: argparse.Namespace) -> int:
     if upload_only:
         verb = "is" if len(upload_only) == 1 else "are"
         raise TenureError(f"{', '.join(upload_only)} {verb} only used with --events", "add --events FILE")
+    from core.models.registry import model_folder
+
     with Store(resolve_db_path(args.db), read_only=True) as store:
-        scores = score_model(store, args.model, as_of, progress=stderr_progress)
+        scores = score_model(store, model_folder(store, args.model), as_of, progress=stderr_progress)
     print(write_scores(scores, args.out))
     return 0
 
@@ -277,7 +279,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_db_flag(score)
     score.add_argument(
-        "--model", required=True, metavar="DIR", help="a saved model folder (holding model.json)"
+        "--model",
+        required=True,
+        metavar="DIR|ID",
+        help="a saved model folder (holding model.json), or, scoring a store, the id of a registered model "
+        "(as `models list` and the pages show it, e.g. 20260301-101500/gbm)",
     )
     score.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the as-of date T (UTC midnight)")
     score.add_argument("--out", required=True, metavar="FILE", help="the CSV file to write")

@@ -22,21 +22,22 @@ CONTRACT_KEYS = ("target", "rows", "logged_value", "ess", "max_weight", "unsuppo
 
 
 def _run_whatif_users(args: argparse.Namespace) -> int:
+    from core.models import registry
     from core.store import Store, resolve_db_path
     from core.whatif.rules import read_rule
     from core.whatif.user_policies import UserPolicySpec, evaluate_user_policy
     from core.whatif.users import parse_outcome
 
-    spec = UserPolicySpec(
-        experiment=args.experiment,
-        outcome=parse_outcome(args.outcome),
-        variant=args.variant,
-        rule=read_rule(args.rule) if args.rule is not None else None,
-        folds=args.folds,
-        seed=args.seed,
-        model_dir=args.model,
-    )
     with Store(resolve_db_path(args.db), read_only=True) as store:
+        spec = UserPolicySpec(
+            experiment=args.experiment,
+            outcome=parse_outcome(args.outcome),
+            variant=args.variant,
+            rule=read_rule(args.rule) if args.rule is not None else None,
+            folds=args.folds,
+            seed=args.seed,
+            model_dir=None if args.model is None else str(registry.model_folder(store, args.model)),
+        )
         result = evaluate_user_policy(store, spec, progress=stderr_progress)
     chosen = [e for e in result.estimates if args.estimator in (None, e.estimator)]
     if args.format == "json":
@@ -125,9 +126,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        metavar="DIR",
+        metavar="DIR|ID",
         default=None,
-        help="a trained model folder (e.g. RUN/gbm from 'python -m core train'): scores each user's churn "
+        help="a trained model folder (e.g. RUN/gbm from 'python -m core train') or a registered model's id "
+        "(as `models list` shows it): scores each user's churn "
         "risk as of their assignment day for rule rows on churn_risk_decile (1..10, 10 = highest risk); "
         "every user in one scoring pass, each at their own assignment day",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from scipy.stats import rankdata
 
 from core.cli import main
+from core.models import registry
 from core.models.btyd import BTYDModel, rfm_summary
 from core.store import Store
 
@@ -222,6 +224,26 @@ def test_score_btyd_writes_every_user_and_median_weeks(
         user = summary.loc[row.user_id]
         assert fitter.prob_no_purchases(520, user["frequency"], user["recency"], user["T"]) > 0.5
     assert checked == 5
+
+
+def test_score_takes_a_registered_model_by_its_id(
+    small_store_path: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_path = tmp_path / "registered.duckdb"
+    shutil.copy(small_store_path, store_path)
+    with Store(store_path) as store:
+        registry.register(store, trained)
+    by_id, by_folder = tmp_path / "by_id.csv", tmp_path / "by_folder.csv"
+    common = ["score", "--db", str(store_path), "--as-of", AS_OF]
+    assert main([*common, "--model", f"{trained.name}/gbm", "--out", str(by_id)]) == 0
+    assert main([*common, "--model", str(trained / "gbm"), "--out", str(by_folder)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(by_id), pd.read_csv(by_folder))
+    capsys.readouterr()
+    assert main([*common, "--model", "nosuch/gbm", "--out", str(tmp_path / "none.csv")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: no model.json in nosuch/gbm, and no registered model has that id")
+    assert "python -m core models list" in error
+    assert not (tmp_path / "none.csv").exists()
 
 
 def test_score_gbm_leaves_median_weeks_empty(small_store_path: Path, trained: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from scipy.stats import rankdata
 from core.cli import main
 from core.errors import TenureError
 from core.lifecycle import StageSpec, stage_users, stages_at_sql
+from core.models import registry
 from core.models.training import score_model
 from core.population import Filters
 from core.store import Store
@@ -284,6 +285,24 @@ def test_decile_rule_without_model_is_refused(risk_store: Path, tmp_path: Path, 
     assert code == 2
     assert len(error.splitlines()) == 1
     assert "churn_risk_decile" in error and "--model" in error
+
+
+def test_whatif_users_takes_the_risk_model_by_its_registry_id(
+    risk_store: Path, risk_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = copy_store(risk_store, tmp_path / "registered.duckdb")
+    with Store(path) as store:
+        (model_id,) = registry.register(store, risk_model.parent)
+        riskiest = rule_attributes(store, "risk", str(risk_model))[CHURN_RISK_DECILE][-1]
+    rule_file = tmp_path / "risky.csv"
+    rule_file.write_text(f"attribute,value,variant\n{CHURN_RISK_DECILE},{riskiest},b\n*,*,a\n")
+    common = ["whatif-users", "--db", str(path), "--experiment", "risk", "--rule", str(rule_file)]
+    common += ["--outcome", "events:7", "--format", "json", "--model"]
+    outputs = []
+    for model in (str(risk_model), model_id):
+        assert main([*common, model]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1]
 
 
 def test_rule_attributes_lists_segments(risk_store: Path, risk_model: Path) -> None:

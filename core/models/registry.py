@@ -260,6 +260,22 @@ def saved_model_paths(store: Store) -> list[str]:
     return [str(path) for path in saved_models(store)["path"]]
 
 
+def model_folder(store: Store, model: str | Path) -> Path:
+    """The folder a ``--model`` value names: a folder holding a saved model, else the folder of the
+    registered model with that id (the name the pages and ``models list`` show)."""
+    path = Path(model)
+    if (path / MODEL_FILE).is_file():
+        return path
+    models = saved_models(store)
+    matches = models.loc[models["model_id"] == str(model), "path"]
+    if len(matches):
+        return Path(matches.iloc[0])
+    raise TenureError(
+        f"no {MODEL_FILE} in {model}, and no registered model has that id",
+        "give a folder written by train, or a model id from `python -m core models list`",
+    )
+
+
 def remove(store: Store, model_ids: Sequence[str]) -> None:
     """Delete registry rows (the model folders stay on disk); an unknown id is refused."""
     ids = list(dict.fromkeys(model_ids))
