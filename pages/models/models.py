@@ -177,8 +177,8 @@ def _choose_models(models: pd.DataFrame) -> pd.DataFrame:
     if stale:
         st.caption(
             f"{stale} of the chosen models {'was' if stale == 1 else 'were'} {registry.STALE_NOTE}: "
-            "their metrics and held-out scores describe the data as it was then. Train again to include "
-            "the new data."
+            f"{'its' if stale == 1 else 'their'} metrics and held-out scores describe the data as it was "
+            "then. Train again to include the new data."
         )
     return chosen_models
 
