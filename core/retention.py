@@ -53,11 +53,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from core.breakdown import group_sql, parse_breakdown
 from core.errors import TenureError
-from core.population import Filters, StartSpec, keyed_events_sql, population_sql, segment_attributes
-from core.schema import user_key_sql
+from core.population import Filters, StartSpec, keyed_events_sql, population_sql
 from core.stats import wilson_interval
-from core.store import Store, quote_identifier
+from core.store import Store
 
 Period = Literal["day", "week", "month"]
 Mode = Literal["classic", "unbounded", "consecutive"]
@@ -251,13 +251,15 @@ def _user_pieces_sql(
         event_period = f"((epoch_us(e.event_time) - u.start_index) // {period_us})"
 
     segment_select = segment_join = ""
+    group_params: list[Any] = []
     if segment_by is not None:
-        column = quote_identifier(segment_by)
-        segment_select = f", coalesce(seg.value, '{MISSING_SEGMENT}') AS segment"
-        segment_join = (
-            f" LEFT JOIN (SELECT {user_key_sql()} AS user_key, min(CAST({column} AS VARCHAR)) AS value "
-            f"FROM users GROUP BY user_id) seg ON seg.user_key = p.user_key"
+        breakdown = parse_breakdown(segment_by)
+        assert breakdown is not None
+        groups, group_params = group_sql(
+            store, breakdown, "SELECT user_key, start_time FROM population", by_key=True
         )
+        segment_select = f""", coalesce(seg."group", '{MISSING_SEGMENT}') AS segment"""
+        segment_join = f" LEFT JOIN ({groups}) seg ON seg.user_key = p.user_key"
 
     event_filter = ""
     if spec.return_events:
@@ -274,7 +276,7 @@ cohort_users AS MATERIALIZED (
         least({complete_periods} - 1, {cap}) AS last_period{segment_select}
     FROM population p CROSS JOIN bounds b{segment_join}
 ),"""
-    params = [*params, *spec.return_events]
+    params = [*params, *group_params, *spec.return_events]
     if spec.mode == "unbounded":
         # The last return decides: retained in every period up to the one holding it.
         sql += f"""
@@ -470,20 +472,17 @@ def retention_curve(
     Wilson score interval ``lower``, ``upper`` at ``confidence`` (NaN where ``eligible == 0``).
 
     Args:
-        by: a column of ``users`` to break the curve down by (values cast to text; users without
-            a value form the segment "(none)"), or None for one overall curve.
+        by: a breakdown (core/breakdown.py): a column of ``users`` (values cast to text; users
+            without a value form the segment "(none)"), ``experiment:NAME`` (the user's variant;
+            "(none)" when never assigned, "(several)" when assigned more than one) or
+            ``cohort:PERIOD``; None for one overall curve.
 
     Returns:
         Columns ``[segment,] period, eligible, retained, rate, lower, upper``, sorted by
         segment then period.
     """
-    if by is not None:
-        known = segment_attributes(store)
-        if by not in known:
-            raise TenureError(
-                f"cannot break retention down by '{by}': it is not a column of the users table",
-                f"use one of: {', '.join(sorted(known)) or 'none (load a users table)'}",
-            )
+    if by is not None and not str(by).strip():
+        by = None
     cells, params = _cells_sql(store, spec, filters, segment_by=by)
     keys = "segment, period" if by is not None else "period"
     sql = (

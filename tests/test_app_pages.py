@@ -6,11 +6,17 @@ Expected numbers come from direct DuckDB queries on the store file, not from ``c
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from app_helpers import count, metric_value, open_page, table_with
+from app_helpers import APP, TIMEOUT, count, metric_value, open_page, table_with
 from streamlit.testing.v1 import AppTest
+
+from core.population import Filters
+from core.retention import RetentionSpec, retention_curve
+from core.store import Store
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -98,6 +104,34 @@ def test_retention_controls_come_from_the_url(app: AppTest) -> None:
     assert app.selectbox(key="ret_start_event").value == "purchase"
     assert app.multiselect(key="filter_seg.plan").value == ["pro"]
     assert app.query_params.get("period") == "month"
+
+
+def test_retention_curves_break_down_by_experiment_variant(
+    small_store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A private copy: the app keeps its store open in this process, in read-write mode.
+    path = Path(shutil.copy(small_store_path, tmp_path / "experiments.duckdb"))
+    with Store(path) as store:
+        experiment = store.query_one("SELECT min(experiment) FROM assignments")[0]
+        spec = RetentionSpec(period="week", max_periods=8)
+        expected = retention_curve(store, spec, Filters(), by=f"experiment:{experiment}")
+        variants = set(
+            store.query_df("SELECT DISTINCT variant FROM assignments WHERE experiment = ?", [experiment])[
+                "variant"
+            ]
+        )
+    monkeypatch.setenv("TENURE_DB", str(path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["by"] = f"experiment:{experiment}"
+    at.query_params["max_periods"] = "8"
+    at.switch_page("pages/explore/retention.py").run()
+    assert not at.exception, at.exception
+    assert not at.warning, [box.value for box in at.warning]
+    assert at.selectbox(key="ret_by").value == f"experiment:{experiment}"
+    assert f"**By variant in {experiment}**" in [text.value for text in at.markdown]
+    curve = table_with(at, "segment", "period", "eligible", "retained", "rate")
+    assert variants <= set(curve["segment"])
+    pd.testing.assert_frame_equal(curve.reset_index(drop=True), expected, check_dtype=False)
 
 
 @pytest.mark.parametrize("start", ["first_event", "signup"])

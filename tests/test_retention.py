@@ -441,22 +441,62 @@ def test_curve_pools_the_table(store, mode):
     assert (curve["rate"][complete] <= curve["upper"][complete]).all()
 
 
-def test_curve_by_segment_matches_reference(store, data):
-    spec = RetentionSpec(mode="classic", period="week", max_periods=12)
-    curve = retention_curve(store, spec, Filters(), by="country")
-    per_user = reference_users(*data, spec)
-    per_user["segment"] = per_user["country"].fillna("(none)")
-    per_user["hit"] = per_user["complete"] & per_user["retained"]
+def assert_curve_by_segment(curve: pd.DataFrame, per_user: pd.DataFrame, segment: pd.Series) -> None:
+    """The curve's counts per segment and period equal the reference's (``reference_users`` rows)."""
+    per_user = per_user.assign(segment=segment, hit=per_user["complete"] & per_user["retained"])
     expected = (
         per_user.groupby(["segment", "period"])
         .agg(eligible=("complete", "sum"), retained=("hit", "sum"))
         .reset_index()
         .sort_values(["segment", "period"], ignore_index=True)
     )
-    assert set(curve["segment"]) == {"(none)", "DE", "FR", "US"}
     pd.testing.assert_frame_equal(
         curve[["segment", "period", "eligible", "retained"]], expected, check_dtype=False
     )
+
+
+def test_curve_by_segment_matches_reference(store, data):
+    spec = RetentionSpec(mode="classic", period="week", max_periods=12)
+    curve = retention_curve(store, spec, Filters(), by="country")
+    per_user = reference_users(*data, spec)
+    assert set(curve["segment"]) == {"(none)", "DE", "FR", "US"}
+    assert_curve_by_segment(curve, per_user, per_user["country"].fillna("(none)"))
+
+
+def test_curve_by_experiment_variant_matches_reference(data, tmp_path):
+    """Users assigned to one variant, to two (``(several)``) or never (``(none)``)."""
+    events, users = data
+    path = tmp_path / "assigned.duckdb"
+    write_store(path, events, users)
+    user_ids = sorted(events["user_id"].unique())
+    rows = [
+        (user, "a" if number % 3 == 0 else "b") for number, user in enumerate(user_ids) if number % 3 != 2
+    ]
+    rows += [(user_ids[0], "b"), (user_ids[3], "a")]  # two users in both variants
+    with Store(path) as store:
+        with store.transaction() as cursor:
+            cursor.executemany(
+                "INSERT INTO assignments (user_id, experiment, variant, assigned_time) "
+                "VALUES (?, 'onboarding', ?, TIMESTAMP '2024-01-01')",
+                rows,
+            )
+            cursor.execute(
+                "INSERT INTO assignments (user_id, experiment, variant, assigned_time) "
+                "VALUES (?, 'other', 'x', TIMESTAMP '2024-01-01')",
+                [user_ids[1]],
+            )
+        spec = RetentionSpec(mode="consecutive", period="week", max_periods=10)
+        curve = retention_curve(store, spec, Filters(), by="experiment:onboarding")
+    variants = pd.DataFrame(rows, columns=["user_id", "variant"]).groupby("user_id")["variant"]
+    group = variants.agg(lambda values: values.iloc[0] if values.nunique() == 1 else "(several)")
+    per_user = reference_users(events, users, spec)
+    assert set(curve["segment"]) == {"(none)", "(several)", "a", "b"}
+    assert_curve_by_segment(curve, per_user, per_user["user_id"].map(group).fillna("(none)"))
+
+
+def test_curve_rejects_unknown_experiment(store):
+    with pytest.raises(TenureError, match="no experiment named 'nope'"):
+        retention_curve(store, RetentionSpec(), Filters(), by="experiment:nope")
 
 
 def test_curve_rejects_unknown_attribute(store):

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import figures
+from core.breakdown import parse_breakdown
 from core.errors import TenureError
 from core.population import Filters, StartSpec
 from core.retention import MODES, PERIOD_DAYS, PERIODS, RetentionSpec
@@ -33,7 +34,7 @@ def _max_periods(text: str) -> int | None:
     return RetentionSpec.from_query_params({"max_periods": text}).max_periods
 
 
-def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
+def _seed_controls(event_names: list[str], breakdowns: list[str]) -> None:
     """Starting values: this session's, else the URL's, else those of the last visit, else defaults."""
     ui.seed_control("ret_period", "week", param="period", parse=url_params.choice(PERIODS, "period"))
     ui.seed_control("ret_mode", "classic", param="mode", parse=url_params.choice(MODES, "mode"))
@@ -54,10 +55,10 @@ def _seed_controls(event_names: list[str], attributes: list[str]) -> None:
     )
     ui.seed_control("ret_max", None, param="max_periods", parse=_max_periods)
     ui.seed_control("ret_calendar", False, param="calendar", parse=lambda text: text.lower() in ("1", "true"))
-    ui.seed_optional_choice("ret_by", NO_BREAKDOWN, attributes, param="by")
+    ui.seed_optional_choice("ret_by", NO_BREAKDOWN, breakdowns, param="by")
 
 
-def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[RetentionSpec, str | None]:
+def _draw_controls(event_names: list[str], breakdowns: list[str]) -> tuple[RetentionSpec, str | None]:
     first, second, third, fourth = st.columns(4)
     period = first.selectbox("Period", PERIODS, key="ret_period", help="Cohort grouping and period length.")
     mode = second.selectbox("Mode", MODES, key="ret_mode", format_func=MODE_LABELS.__getitem__)
@@ -84,10 +85,11 @@ def _draw_controls(event_names: list[str], attributes: list[str]) -> tuple[Reten
     )
     by = fourth.selectbox(
         "Breakdown",
-        [NO_BREAKDOWN, *attributes],
+        [NO_BREAKDOWN, *breakdowns],
         key="ret_by",
         format_func=lambda name: name or "None",
-        help="One curve per value of this users attribute.",
+        help="One curve per value of this users attribute, or per variant of an experiment "
+        "(experiment:NAME; '(none)' = never assigned, '(several)' = assigned more than one variant).",
     )
     calendar = third.toggle(
         "Calendar periods",
@@ -136,14 +138,15 @@ def main() -> None:
     st.caption(f"Cohorts of {ui.describe_filters(filters)}.")
 
     event_names = cached.event_names(store)
-    attributes = ui.segment_attribute_names(store)
+    # Cohorts are the table's rows already: the curves break down by attribute or experiment.
+    breakdowns = [name for name in cached.breakdown_options(store) if not name.startswith("cohort:")]
     if not event_names:
         st.info("This store has no events yet: load a file on the Data page.")
         st.page_link("pages/data/data.py", label="Go to Data", icon=":material/database:")
         return
-    _seed_controls(event_names, attributes)
+    _seed_controls(event_names, breakdowns)
     try:
-        spec, by = _draw_controls(event_names, attributes)
+        spec, by = _draw_controls(event_names, breakdowns)
     except TenureError as error:
         ui.show_error(error)
         return
@@ -170,7 +173,7 @@ def main() -> None:
         left, right = st.columns(2)
         left.markdown("**Overall**")
         left.plotly_chart(figures.retention_curves(overall), key="ret_curve_overall")
-        right.markdown(f"**By {by}**")
+        right.markdown(f"**By {parse_breakdown(by).label}**")
         right.plotly_chart(figures.retention_curves(segmented), key="ret_curve_by")
     else:
         st.plotly_chart(figures.retention_curves(overall), key="ret_curve_overall")
