@@ -101,6 +101,9 @@ def test_page_scores_a_file_and_leaves_the_store_untouched(
     at_risk = shown[0]
     assert at_risk["churn_prob"].is_monotonic_decreasing
     assert at_risk["churn_prob"].iloc[0] == everyone["churn_prob"].max()
+    assert any(
+        "median_weeks_to_churn: the first whole week by which BG/NBD" in text.value for text in app.caption
+    )
     assert count(tiny_store, "SELECT count(*) FROM load_history") == history_before
     assert count(tiny_store, "SELECT count(*) FROM events") == events_before
     assert hashlib.sha256(tiny_store.read_bytes()).hexdigest() == digest_before

@@ -17,7 +17,7 @@ from statsmodels.stats import multitest, proportion, weightstats
 from core.cli import main as cli_main
 from core.errors import TenureError
 from core.experiments.analysis import CONTRACT_COLUMNS, Options, choose_control, compare, review
-from core.experiments.assignments import experiment_overview, experiment_users
+from core.experiments.assignments import experiment_overview, experiment_users, latest_assigning
 from core.experiments.metrics import Design, MetricSpec, parse_metrics, user_values
 from core.experiments.moments import aggregates
 from core.store import Store
@@ -193,6 +193,10 @@ def test_days_running_stop_at_the_last_assignment_of_a_stopped_test(tmp_path: Pa
     assert overview.loc["stopped", "days_running"] == pytest.approx(10.0)
     assert overview.loc["running", "status"] == "running"
     assert overview.loc["running", "days_running"] == pytest.approx(40.0)
+    listed = overview.reset_index()
+    assert latest_assigning(listed, ["stopped", "running"]) == "running"
+    assert latest_assigning(listed, ["stopped", "unknown"]) == "stopped"
+    assert latest_assigning(listed, ["unknown"]) is None
 
 
 def test_srm_uses_the_recorded_split(tmp_path: Path) -> None:

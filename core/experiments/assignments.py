@@ -207,3 +207,15 @@ def experiment_overview(store: Store) -> pd.DataFrame:
             "srm",
         ],
     )
+
+
+def latest_assigning(overview: pd.DataFrame, among: list[str]) -> str | None:
+    """Of ``among``, the experiment of ``experiment_overview`` that assigned users last (ties: the
+    first listed): the one most likely to have users whose long-term outcome is not yet known,
+    which is what an early read is for. None when none of them is in the overview."""
+    rows = overview[overview["experiment"].isin(among)]
+    if rows.empty:
+        return None
+    order = rows.assign(rank=rows["experiment"].map({name: index for index, name in enumerate(among)}))
+    latest = order.sort_values(["last_assigned", "rank"], ascending=[False, True], kind="stable")
+    return str(latest.iloc[0]["experiment"])

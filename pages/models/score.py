@@ -37,6 +37,15 @@ EVENTS_PATH_KEY = "score_events_path"
 USERS_PATH_KEY = "score_users_path"
 RESULT_KEY = "_score_result"
 OTHER_FOLDER = "(another folder)"
+MEDIAN_WEEKS_NONE = "empty for this model kind, which predicts one horizon and has no survival curve"
+MEDIAN_WEEKS_MEANING = {
+    "seq": "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
+    "empty when it stays above 0.5 over the horizon",
+    "gru": "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
+    "empty when it stays above 0.5 over the horizon",
+    "btyd": "the first whole week by which BG/NBD gives the user an even chance or more of having bought "
+    "again; empty when the user is more likely gone than alive",
+}
 
 
 def _saved_upload(uploaded: Any) -> Path:
@@ -202,7 +211,8 @@ def _results(result: dict[str, Any]) -> None:
     st.caption(
         f"flag: few_events = fewer than {MIN_EVENTS} events before the as-of date; short_history = first "
         f"event less than {MIN_HISTORY_DAYS:g} days before it. Their scores rest on too little history "
-        "to trust (docs/METRICS.md)."
+        f"to trust. median_weeks_to_churn: {MEDIAN_WEEKS_MEANING.get(report.model_kind, MEDIAN_WEEKS_NONE)} "
+        "(docs/METRICS.md)."
     )
     st.dataframe(report.scores_with_flags(), hide_index=True, key="score_table")
     stem = Path(report.source).name.split(".")[0]

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import TenureError
+from core.experiments.assignments import latest_assigning
 from core.store import Store
 from core.whatif.surrogate import DEFAULT_BACK_DAYS, DEFAULT_SURROGATE_DAYS
 from pages.shared import cached_experiments, cached_whatif, ui, url_params
@@ -30,14 +31,9 @@ def _quality(quality: dict[str, float]) -> str:
     )
 
 
-def _latest_assigning(store: Store, experiments: list[str]) -> str:
-    """The experiment that assigned users most recently: the one most likely to have users whose
-    long-term outcome is not yet known, which is what an early read is for."""
-    overview = cached_experiments.overview(store)
-    overview = overview[overview["experiment"].isin(experiments)]
-    if overview.empty:
-        return experiments[0]
-    return str(overview.sort_values("last_assigned", ascending=False, kind="stable").iloc[0]["experiment"])
+def _default_experiment(store: Store, experiments: list[str]) -> str:
+    """The experiment that assigned users last (``latest_assigning``), else the first listed."""
+    return latest_assigning(cached_experiments.overview(store), experiments) or experiments[0]
 
 
 def _controls(experiments: list[str], default: str, params: dict[str, str]) -> dict:
@@ -96,7 +92,7 @@ def early_read_section(store: Store, experiments: list[str], params: dict[str, s
     if not experiments:
         st.info("No experiment with recorded propensities: load assignments with a `propensity` column.")
         return {}
-    question = _controls(experiments, _latest_assigning(store, experiments), params)
+    question = _controls(experiments, _default_experiment(store, experiments), params)
     if not st.button(
         "Estimate early read", key=RUN_KEY, icon=":material/play_arrow:"
     ) and not st.session_state.get(f"{RUN_KEY}_done"):
