@@ -33,8 +33,9 @@ Definitions (docs/METRICS.md, "Retention"):
   for at least one user of the population, so the table carries no column that is empty everywhere.
 - **Overall curve**: pooled over cohorts: for each k, the sum of ``retained`` over the sum of
   ``eligible`` (every user whose period k is complete counts once), with a 95% Wilson score
-  interval (core/stats.py). A breakdown by a ``users`` column gives the same curve per value of
-  that column (users without a ``users`` row, or with a NULL value, form the segment "(none)").
+  interval (core/stats.py). A breakdown (core/breakdown.py) gives the same curve per group: per
+  value of a ``users`` column (users without a ``users`` row, or with a NULL value, form the
+  segment "(none)") or per variant of an experiment (``experiment:NAME``).
 
 All counting runs in DuckDB: each user's period index is an integer division of epoch
 differences, returns are reduced to distinct (user, period) pairs (or, for ``unbounded``, to each

@@ -38,11 +38,13 @@ USERS_PATH_KEY = "score_users_path"
 RESULT_KEY = "_score_result"
 OTHER_FOLDER = "(another folder)"
 MEDIAN_WEEKS_NONE = "empty for this model kind, which predicts one horizon and has no survival curve"
+MEDIAN_WEEKS_SURVIVAL = (
+    "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
+    "empty when it stays above 0.5 over the horizon"
+)
 MEDIAN_WEEKS_MEANING = {
-    "seq": "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
-    "empty when it stays above 0.5 over the horizon",
-    "gru": "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
-    "empty when it stays above 0.5 over the horizon",
+    "seq": MEDIAN_WEEKS_SURVIVAL,
+    "gru": MEDIAN_WEEKS_SURVIVAL,
     "btyd": "the first whole week by which BG/NBD gives the user an even chance or more of having bought "
     "again; empty when the user is more likely gone than alive",
 }
