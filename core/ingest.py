@@ -40,6 +40,7 @@ import pandas as pd
 from core.errors import TenureError
 from core.export import to_safe_csv
 from core.ingest_read import (
+    STAGING_LINE,
     STAGING_TABLE,
     InputFile,
     RaggedRows,
@@ -48,6 +49,7 @@ from core.ingest_read import (
     inspect_file,
     sniff_columns,
     stage_file,
+    stage_lines_as_text,
 )
 from core.schema import CANONICAL_TABLES, COLUMN_ALIASES, TIME_COLUMNS, TableSpec, user_key_sql
 from core.store import Store, quote_identifier
@@ -528,6 +530,7 @@ class _TableLoad:
         ).fetchall()
         self.existing_types = {name.lower(): (name, sql_type) for name, sql_type in existing}
         self.widths = staged.widths
+        self.read_as_text = staged.read_as_text
         self._build()
         if self.widths is not None:
             self._check_widths()
@@ -837,6 +840,8 @@ class _TableLoad:
         When the file has records of the wrong width, those records leave the file's columns
         empty and a last column ``raw_line`` holds their fields joined again with the delimiter.
         """
+        if self.source.file_format == "csv" and not self.read_as_text and self.widths is None:
+            return self._rejected_rows_as_written()
         columns = ", ".join(
             f"CAST(s.{quote_identifier(name)} AS VARCHAR) AS {quote_identifier(name)}"
             for name in self.staged_types
@@ -855,6 +860,22 @@ class _TableLoad:
             f"FROM {BAD_CELLS} GROUP BY line"
             f") AS reasons ON reasons.line = {self.line} ORDER BY {self.line}"
         ).df()
+
+    def _rejected_rows_as_written(self) -> pd.DataFrame:
+        """``rejected_rows`` of a CSV staged with types: the fields come from a second read of
+        the bad lines as text, so the rejects file holds them as the file writes them."""
+        text = stage_lines_as_text(self.cursor, self.source, f"SELECT line FROM {BAD_CELLS}")
+        line = quote_identifier(STAGING_LINE)
+        columns = ", ".join(f"t.{quote_identifier(name)}" for name in self.staged_types)
+        try:
+            return self.cursor.execute(
+                f"SELECT {columns}, t.{line} AS line, reasons.reason FROM {text} AS t JOIN ("
+                f"SELECT line, string_agg(reason, '; ' ORDER BY {quote_identifier('column')}) AS reason "
+                f"FROM {BAD_CELLS} GROUP BY line"
+                f") AS reasons ON reasons.line = t.{line} ORDER BY t.{line}"
+            ).df()
+        finally:
+            self.cursor.execute(f"DROP TABLE IF EXISTS {text}")
 
     # -- writing --------------------------------------------------------------------------
 

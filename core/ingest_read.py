@@ -365,6 +365,42 @@ def _create_staging(
     return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql, widths)
 
 
+REJECTS_TEXT_TABLE = "ingest_rejects_text"
+
+
+def stage_lines_as_text(cursor: duckdb.DuckDBPyConnection, source: InputFile, lines_sql: str) -> str:
+    """A temporary table of the CSV records whose line is in ``lines_sql``, every field as the
+    file writes it (``0`` stays ``0``, a time keeps its format), with their line in
+    ``STAGING_LINE``; returns its name.
+
+    The rejects file uses it when the staging table holds typed values. The file is read again
+    with every column as text (the same reader and dialect, so the same records in the same
+    order) and numbered as ``_create_staging`` numbers the staged rows.
+    """
+    table = quote_identifier(REJECTS_TEXT_TABLE)
+    line = quote_identifier(STAGING_LINE)
+    read_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
+    params = [str(source.path), source.compression]
+    described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
+    names_rowid = any(name.lower() == "rowid" for name, *_ in described)
+    numbering = (
+        "row_number() OVER () + 1"
+        if names_rowid
+        else "rowid - (SELECT min(rowid) FROM ingest_rejects_all_text) + 2"
+    )
+    cursor.execute(
+        f"CREATE OR REPLACE TEMP TABLE ingest_rejects_all_text AS SELECT * FROM {read_sql}", params
+    )
+    try:
+        cursor.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM "
+            f"(SELECT {numbering} AS {line}, * FROM ingest_rejects_all_text) WHERE {line} IN ({lines_sql})"
+        )
+    finally:
+        cursor.execute("DROP TABLE IF EXISTS temp.ingest_rejects_all_text")
+    return f"temp.{table}"
+
+
 def _stage_ragged(cursor: duckdb.DuckDBPyConnection, source: InputFile, names: list[str]) -> StagedFile:
     """Stage every record of a CSV with rows of the wrong width, each with its number of fields.
 

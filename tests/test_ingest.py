@@ -442,6 +442,30 @@ def test_skip_bad_rows_writes_rejects_and_loads_the_rest(store, tmp_path):
     assert history[["rows_accepted", "rows_rejected", "duplicates_dropped"]].values.tolist() == [[2, 2, 0]]
 
 
+@pytest.mark.parametrize("extra", ["", "rowid"])
+def test_rejects_of_a_typed_read_hold_the_fields_as_written(store, tmp_path, extra):
+    """The file reads with its sniffed types (every value fits): a row missing its user is still
+    bad, and the rejects file gives its fields back as the file writes them, not as typed."""
+    header = "user_id,event_time,event_name,revenue" + (f",{extra}" if extra else "")
+    rows = [
+        "u1,2024-01-01T10:00:00Z,view,0",
+        ",2024-01-02T08:30:00+02:00,view,0",
+        "u3,2024-01-03T00:00:00Z,buy,12.50",
+        ",2024-01-04T23:59:59Z,buy,7",
+    ]
+    if extra:
+        rows = [f"{row},{number}" for number, row in enumerate(rows)]
+    path = write(tmp_path, "typed.csv", "\n".join([header, *rows]) + "\n")
+    result = ingest_file(store, path, table="events", skip_bad_rows=True)
+    assert (result.rows_accepted, result.rows_rejected) == (2, 2)
+    rejects = pd.read_csv(result.rejects_path, dtype=str, keep_default_na=False)
+    expected = [row.split(",") for row in (rows[1], rows[3])]
+    columns = header.split(",")
+    assert rejects[columns].values.tolist() == expected
+    assert rejects["line"].tolist() == ["3", "5"]
+    assert set(rejects["reason"]) == {"user_id is empty"}
+
+
 def test_rejects_path_can_be_chosen(store, tmp_path):
     path = write(tmp_path, "e.csv.gz", "user_id,event_time,event_name\nu1,bad,view\nu2,2024-01-01,view\n")
     target = tmp_path / "out" / "bad.csv"
