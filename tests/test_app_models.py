@@ -126,6 +126,26 @@ def test_models_trained_before_the_latest_load_are_flagged(
     assert not table_with(at, "model_id", "kind", "current_data")["current_data"].any()
 
 
+def test_a_load_on_the_data_page_says_which_models_it_outdates(
+    registered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source, _ = registered
+    path = copy_store(source, tmp_path / "data-page.duckdb")
+    at = open_page(_app(path, monkeypatch, tmp_path), "pages/data/data.py")
+    upload = b"user_id,event_time,event_name\nlate-user,2030-01-01T00:00:00,app_open\n"
+    at.file_uploader(key="data_upload").set_value(("later.csv", upload, "text/csv")).run()
+    at.selectbox(key="data_table").select("events").run()
+    at.button(key="data_load").click().run()
+    assert not at.exception, at.exception
+    assert [box.value for box in at.success] == ["events: 1 row loaded from later.csv"]
+    assert [box.value for box in at.info if registry.STALE_NOTE in box.value] == [
+        f"2 registered models were {registry.STALE_NOTE}: the pages flag them, and their metrics and "
+        "held-out scores do not include the new rows. Train again on the Models page to include them."
+    ]
+    with Store(path) as store:
+        assert not registry.saved_models(store)["current_data"].any()
+
+
 def test_one_user_of_a_sequence_model_shows_attributions_and_survival(
     source_store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

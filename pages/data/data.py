@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.errors import TenureError
 from core.ingest import BadRowsError, MissingColumnsError, ingest_file
+from core.models import registry
 from core.schema import CANONICAL_TABLES
 from core.store import Store
 from pages.shared import cached, ui
@@ -90,6 +91,7 @@ def _upload_section(store: Store) -> None:
     if not st.button("Load", type="primary", key="data_load"):
         return
     rejects = folder / f"{path.name}.rejects.csv"
+    current_models = int(registry.saved_models(store)["current_data"].sum())
     try:
         with st.spinner(f"Loading {uploaded.name} into {table}..."):
             result = ingest_file(
@@ -123,6 +125,8 @@ def _upload_section(store: Store) -> None:
         "rejects": result.rejects_path.read_text() if result.rows_rejected and result.rejects_path else None,
         # The name the summary gives them ("1 rejected -> NAME"), so the download is that file.
         "rejects_name": rejects.name,
+        # Every load makes the models trained before it out of date; say so once, here.
+        "outdated_models": 0 if result.already_loaded else current_models,
     }
     st.rerun()
 
@@ -141,6 +145,15 @@ def _last_load() -> None:
             on_click="ignore",
             key="download_rejects",
         )
+    outdated = last.get("outdated_models", 0)
+    if outdated:
+        st.info(
+            f"{outdated} registered model{'s were' if outdated != 1 else ' was'} {registry.STALE_NOTE}: "
+            "the pages flag them, and their metrics and held-out scores do not include the new rows. "
+            "Train again on the Models page to include them.",
+            icon=":material/model_training:",
+        )
+        st.page_link("pages/models/models.py", label="Go to Models", icon=":material/model_training:")
 
 
 def main() -> None:
