@@ -45,6 +45,7 @@ from core.ingest_read import (
     InputFile,
     RaggedRows,
     StagedFile,
+    StrictTimesFailed,
     TypedReadFailed,
     inspect_file,
     sniff_columns,
@@ -211,9 +212,12 @@ def ingest_file(
     source_label = source_name or path.name
     if skip_bad_rows and rejects_path is None:
         rejects_path = default_rejects_path(path)
-    # At most three reads: typed; all text (a value past the sniffer's sample does not fit its
-    # type); keeping records of the wrong width (all text). Each retry rolls the last one back.
+    # At most four reads: typed, with plain times read strictly; typed, times as TIMESTAMPTZ (a
+    # time with a zone, a "T" or a fraction); all text (a value past the sniffer's sample does not
+    # fit its type); keeping records of the wrong width (all text). Each retry rolls the last one
+    # back; the strict read of a file in another form fails on its first row.
     read_as_text = ragged = False
+    strict_times = True
     while True:
         try:
             outcome = _load(
@@ -226,8 +230,12 @@ def ingest_file(
                 skip_bad_rows,
                 read_as_text=read_as_text,
                 ragged=ragged,
+                strict_times=strict_times,
             )
             break
+        except StrictTimesFailed:
+            logger.info("%s: a time is not in the plain form; reading times as TIMESTAMPTZ", path)
+            strict_times = False
         except TypedReadFailed:
             logger.info("%s: a value does not fit its sniffed type; reading every column as text", path)
             read_as_text = True
@@ -276,6 +284,7 @@ def _load(
     *,
     read_as_text: bool,
     ragged: bool = False,
+    strict_times: bool = True,
 ) -> _LoadOutcome:
     """The transaction of one load: stage, validate, insert, record; all or nothing."""
     path = source.path
@@ -299,6 +308,7 @@ def _load(
             iso_times=iso_times,
             read_as_text=read_as_text,
             ragged=ragged,
+            strict_times=strict_times,
         )
         if _loaded_before(cursor, source, spec.name):
             return _LoadOutcome(already_loaded=True)

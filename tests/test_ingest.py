@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import core.ingest
+import core.ingest_read
 import core.store
 from core.cli import main as cli_main
 from core.errors import TenureError
@@ -237,19 +238,63 @@ def test_timestamp_formats_mixed_in_one_text_column(store, tmp_path):
         assert got[f"u{index}"] == pd.Timestamp(expected), TIMESTAMP_CASES[index]
 
 
-def test_offset_after_naive_rows_is_honoured(store, tmp_path):
-    path = tmp_path / "late_offset.csv"
+def _plain_times_file(path: Path, rows: int = 30000) -> Path:
+    """``rows`` events whose times have the plain form ``YYYY-MM-DD HH:MM:SS`` (more than the
+    sniffer's sample of 20,480 rows)."""
     with duckdb.connect() as connection:
         connection.execute(
             "COPY (SELECT 'u' || i AS user_id, TIMESTAMP '2024-01-01' + to_seconds(i) AS event_time, "
-            "'view' AS event_name FROM range(30000) t(i)) TO ? (HEADER)",
+            f"'view' AS event_name FROM range({rows}) t(i)) TO ? (HEADER)",
             [str(path)],
         )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("2024-06-01T10:00:00+02:00", "2024-06-01 08:00:00"),
+        ("2024-06-01 10:00:00+02", "2024-06-01 08:00:00"),
+        ("2024-06-01 10:00:00Z", "2024-06-01 10:00:00"),
+        ("2024-06-01 10:00:00.5", "2024-06-01 10:00:00.5"),
+        ("2024-06-01T10:00:00", "2024-06-01 10:00:00"),
+    ],
+)
+def test_a_late_time_in_another_form_is_read_exactly(store, tmp_path, caplog, written, expected):
+    """Plain times are read with a strict format; a later value with a zone, a fraction or a "T"
+    fails that read, and the load reads the times again as TIMESTAMPTZ, offset honoured."""
+    path = _plain_times_file(tmp_path / "late_offset.csv")
     with path.open("a") as stream:
-        stream.write("zoned,2024-06-01T10:00:00+02:00,view\n")
-    ingest_file(store, path, table="events")
+        stream.write(f"zoned,{written},view\n")
+    with caplog.at_level("INFO", logger="core.ingest"):
+        ingest_file(store, path, table="events")
     assert store.query_one("SELECT event_time FROM events WHERE user_id = 'zoned'")[0] == pd.Timestamp(
-        "2024-06-01 08:00:00"
+        expected
+    )
+    assert store.query_one("SELECT count(*) FROM events")[0] == 30001
+    assert any("reading times as TIMESTAMPTZ" in record.message for record in caplog.records)
+
+
+def test_plain_times_are_staged_by_the_strict_read(tmp_path):
+    path = _plain_times_file(tmp_path / "plain.csv")
+    source = core.ingest_read.inspect_file(path)
+    with duckdb.connect() as connection:
+        sniffed, iso_times, _ = core.ingest_read.sniff_columns(connection, source)
+        staged = core.ingest_read.stage_file(
+            connection,
+            source,
+            sniffed,
+            text_columns={"user_id", "event_name"},
+            time_columns={"event_time"},
+            iso_times=iso_times,
+        )
+        assert staged.types["event_time"] == "TIMESTAMP" and not staged.read_as_text
+        first, last = connection.execute(
+            f"SELECT min(event_time), max(event_time) FROM temp.{core.ingest_read.STAGING_TABLE}"
+        ).fetchone()
+    assert (first, last) == (
+        pd.Timestamp("2024-01-01"),
+        pd.Timestamp("2024-01-01") + pd.Timedelta(seconds=29999),
     )
 
 
