@@ -147,10 +147,11 @@ def _last_load() -> None:
         )
     outdated = last.get("outdated_models", 0)
     if outdated:
+        one = outdated == 1
         st.info(
-            f"{outdated} registered model{'s were' if outdated != 1 else ' was'} {registry.STALE_NOTE}: "
-            "the pages flag them, and their metrics and held-out scores do not include the new rows. "
-            "Train again on the Models page to include them.",
+            f"{outdated} registered model{' was' if one else 's were'} {registry.STALE_NOTE}: the pages flag "
+            f"{'it' if one else 'them'}, and {'its' if one else 'their'} metrics and held-out scores do not "
+            "include the new rows. Train again on the Models page to include them.",
             icon=":material/model_training:",
         )
         st.page_link("pages/models/models.py", label="Go to Models", icon=":material/model_training:")
