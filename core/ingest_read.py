@@ -350,6 +350,7 @@ def _create_staging(
     *,
     read_as_text: bool,
     widths: RowWidths | None = None,
+    table: str = STAGING_TABLE,
 ) -> StagedFile:
     """``CREATE TEMP TABLE`` from the reader, and the SQL of each staged row's line.
 
@@ -362,7 +363,7 @@ def _create_staging(
     while the values are in cache: the duplicate checks then group by one number.
     """
     line_offset = 2 if source.file_format == "csv" else 1
-    staging = quote_identifier(STAGING_TABLE)
+    staging = quote_identifier(table)
     line = quote_identifier(STAGING_LINE)
     cursor.execute(f"DROP TABLE IF EXISTS temp.{staging}")
     try:
@@ -387,9 +388,9 @@ def _create_staging(
     types = {name: sql_type for name, sql_type, *_ in described}
     if widths is not None:
         types = {name: sql_type for name, sql_type in types.items() if not name.startswith("__tenure_")}
-    rows, first_row_id = cursor.execute(
-        f"SELECT count(*), coalesce(min(rowid), 0) FROM temp.{staging}"
-    ).fetchone()
+    # A file column called rowid hides the row id (and may be text): its rows are numbered above.
+    first_row = "0" if names_rowid else "coalesce(min(rowid), 0)"
+    rows, first_row_id = cursor.execute(f"SELECT count(*), {first_row} FROM temp.{staging}").fetchone()
     line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
     row_hash_sql = f"s.{quote_identifier(STAGING_ROW_HASH)}"
     return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql, widths)
@@ -404,30 +405,28 @@ def stage_lines_as_text(cursor: duckdb.DuckDBPyConnection, source: InputFile, li
     ``STAGING_LINE``; returns its name.
 
     The rejects file uses it when the staging table holds typed values. The file is read again
-    with every column as text (the same reader and dialect, so the same records in the same
-    order) and numbered as ``_create_staging`` numbers the staged rows.
+    with every column as text by ``_create_staging`` (the same reader and dialect, so the same
+    records in the same order, numbered alike), then only the wanted lines are kept.
     """
     table = quote_identifier(REJECTS_TEXT_TABLE)
-    line = quote_identifier(STAGING_LINE)
+    all_text = "ingest_rejects_all_text"
     read_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
-    params = [str(source.path), source.compression]
-    described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
-    names_rowid = any(name.lower() == "rowid" for name, *_ in described)
-    numbering = (
-        "row_number() OVER () + 1"
-        if names_rowid
-        else "rowid - (SELECT min(rowid) FROM ingest_rejects_all_text) + 2"
-    )
-    cursor.execute(
-        f"CREATE OR REPLACE TEMP TABLE ingest_rejects_all_text AS SELECT * FROM {read_sql}", params
-    )
     try:
+        staged = _create_staging(
+            cursor,
+            source,
+            read_sql,
+            [str(source.path), source.compression],
+            read_as_text=True,
+            table=all_text,
+        )
+        columns = ", ".join(f"s.{quote_identifier(name)}" for name in staged.columns)
         cursor.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM "
-            f"(SELECT {numbering} AS {line}, * FROM ingest_rejects_all_text) WHERE {line} IN ({lines_sql})"
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {staged.line_sql} AS {quote_identifier(STAGING_LINE)}, "
+            f"{columns} FROM temp.{quote_identifier(all_text)} AS s WHERE {staged.line_sql} IN ({lines_sql})"
         )
     finally:
-        cursor.execute("DROP TABLE IF EXISTS temp.ingest_rejects_all_text")
+        cursor.execute(f"DROP TABLE IF EXISTS temp.{quote_identifier(all_text)}")
     return f"temp.{table}"
 
 

@@ -98,17 +98,22 @@ def test_unparseable_timestamp_reports_its_line(store, tmp_path):
     assert store.query_one("SELECT count(*) FROM events")[0] == 0
 
 
-def test_bad_value_past_the_sniffers_sample_keeps_its_line(store, tmp_path):
-    """The sniffer samples the start of the file; a late bad value still gets its exact line."""
+@pytest.mark.parametrize("rowid_column", [False, True])
+def test_bad_value_past_the_sniffers_sample_keeps_its_line(store, tmp_path, rowid_column):
+    """The sniffer samples the start of the file; a late bad value still gets its exact line,
+    also when the file has a column of its own called rowid (read as text on the second read)."""
     path = tmp_path / "late_bad.csv"
+    extra = ", i AS rowid" if rowid_column else ""
     with duckdb.connect() as connection:
         connection.execute(
             "COPY (SELECT 'u' || i AS user_id, TIMESTAMP '2024-01-01' + to_seconds(i) AS event_time, "
-            "'view' AS event_name, i % 7 AS revenue FROM range(60000) t(i)) TO ? (HEADER)",
+            f"'view' AS event_name, i % 7 AS revenue{extra} FROM range(60000) t(i)) TO ? (HEADER)",
             [str(path)],
         )
     with path.open("a") as stream:
-        stream.write("u_last,2024-02-01 00:00:00,view,not-a-number\n")
+        stream.write(
+            "u_last,2024-02-01 00:00:00,view,not-a-number" + (",60000" if rowid_column else "") + "\n"
+        )
     with pytest.raises(BadRowsError) as caught:
         ingest_file(store, path, table="events")
     assert "line 60002, revenue" in str(caught.value)
