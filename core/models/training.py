@@ -536,6 +536,23 @@ def model_kind(directory: str | Path) -> str:
     return str(kind)
 
 
+def median_weeks_meaning(kind: str) -> str:
+    """What ``median_weeks_to_churn`` means for a model ``kind``, in words for a caption
+    (docs/METRICS.md): a sequence model's survival median, BG/NBD's week of a likely purchase, or
+    why the column is empty."""
+    if kind in ("seq", "gru"):
+        return (
+            "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
+            "empty when it stays above 0.5 over the horizon"
+        )
+    if kind == "btyd":
+        return (
+            "the first whole week by which BG/NBD gives the user an even chance or more of having bought "
+            "again; empty when the user is more likely gone than alive"
+        )
+    return "empty for this model kind, which predicts one horizon and has no survival curve"
+
+
 def median_weeks_to_churn(model: BTYDModel, summary: pd.DataFrame, max_weeks: int = MAX_WEEKS) -> np.ndarray:
     """Smallest whole week w in 1..max_weeks with P(no purchase in (T, T + w weeks]) <= 0.5; NaN if none."""
     frequency, recency, age = (

@@ -21,6 +21,7 @@ from core.ingest import BadRowsError, MissingColumnsError
 from core.models import registry
 from core.models.drift import MIN_EVENTS, MIN_HISTORY_DAYS
 from core.models.spec import default_as_of
+from core.models.training import median_weeks_meaning
 from core.models.upload_scoring import (
     DEFAULT_MODELS_DIR,
     MAX_SCORE_EVENTS,
@@ -37,17 +38,6 @@ EVENTS_PATH_KEY = "score_events_path"
 USERS_PATH_KEY = "score_users_path"
 RESULT_KEY = "_score_result"
 OTHER_FOLDER = "(another folder)"
-MEDIAN_WEEKS_NONE = "empty for this model kind, which predicts one horizon and has no survival curve"
-MEDIAN_WEEKS_SURVIVAL = (
-    "the first week from the as-of date by which the model's survival curve is at or below 0.5; "
-    "empty when it stays above 0.5 over the horizon"
-)
-MEDIAN_WEEKS_MEANING = {
-    "seq": MEDIAN_WEEKS_SURVIVAL,
-    "gru": MEDIAN_WEEKS_SURVIVAL,
-    "btyd": "the first whole week by which BG/NBD gives the user an even chance or more of having bought "
-    "again; empty when the user is more likely gone than alive",
-}
 
 
 def _saved_upload(uploaded: Any) -> Path:
@@ -213,7 +203,7 @@ def _results(result: dict[str, Any]) -> None:
     st.caption(
         f"flag: few_events = fewer than {MIN_EVENTS} events before the as-of date; short_history = first "
         f"event less than {MIN_HISTORY_DAYS:g} days before it. Their scores rest on too little history "
-        f"to trust. median_weeks_to_churn: {MEDIAN_WEEKS_MEANING.get(report.model_kind, MEDIAN_WEEKS_NONE)} "
+        f"to trust. median_weeks_to_churn: {median_weeks_meaning(report.model_kind)} "
         "(docs/METRICS.md)."
     )
     st.dataframe(report.scores_with_flags(), hide_index=True, key="score_table")
