@@ -63,6 +63,9 @@ def build_events_store(events: int, events_per_user: int = EVENTS_PER_USER) -> P
     suffix = "" if events_per_user == EVENTS_PER_USER else f"_per_user_{events_per_user}"
     path = BENCH_DATA_DIR / f"events_{events}{suffix}.duckdb"
     if path.exists():
+        # Opening for writing brings a store built by an earlier version up to date (its user
+        # index, core/user_index.py); the benchmarks then open it read-only.
+        Store(path).close()
         return path
     building = path.with_suffix(".building")
     building.unlink(missing_ok=True)

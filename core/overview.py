@@ -18,8 +18,9 @@ from core.errors import TenureError
 from core.population import Filters, StartSpec, keyed_events_sql, population_sql
 from core.schema import TIME_COLUMNS
 from core.store import Store, quote_identifier
+from core.user_index import USER_INDEX_TABLES
 
-INTERNAL_TABLES = ("load_history", "store_meta", "model_registry")
+INTERNAL_TABLES = ("load_history", "store_meta", "model_registry", *USER_INDEX_TABLES)
 TRUTH_SCHEMA = "truth"
 ACTIVITY_PERIODS = ("day", "week", "month")
 DAU_WINDOW_DAYS = 28

@@ -54,15 +54,24 @@ class StartSpec:
         return cls(text)  # type: ignore[arg-type]
 
 
-def user_starts_sql(start: StartSpec, by_key: bool = False, events: str = "events") -> tuple[str, list[Any]]:
+def user_starts_sql(
+    start: StartSpec, by_key: bool = False, events: str = "events", indexed: bool = False
+) -> tuple[str, list[Any]]:
     """A SELECT of ``(user_id, start_time)``, one row per user who has a start.
 
     Args:
         by_key: name users by their integer key instead: a SELECT of ``(user_key, start_time)``
             (``users`` rows are matched through ``user_key_sql``).
         events: the events relation: ``events``, or ``keyed_events_sql(store)`` when ``by_key``.
+        indexed: read first events from the user index (core/user_index.py), with each user's
+            dense number as a third column ``user_no``; only for ``by_key`` and the first-event
+            start, and only when ``user_index_ready``.
     """
     user = "user_key" if by_key else "user_id"
+    if indexed:
+        if not by_key or start.kind != "first_event":
+            raise ValueError("the user index holds first events by user key only")
+        return "SELECT user_key, first_time AS start_time, user_no FROM user_index", []
     if start.kind == "first_event":
         return f"SELECT {user}, min(event_time) AS start_time FROM {events} GROUP BY {user}", []
     if start.kind == "event":
@@ -162,15 +171,22 @@ def segment_attributes(store: Store) -> list[str]:
 
 
 def population_sql(
-    store: Store, start: StartSpec, filters: Filters, by_key: bool = False, events: str = "events"
+    store: Store,
+    start: StartSpec,
+    filters: Filters,
+    by_key: bool = False,
+    events: str = "events",
+    indexed: bool = False,
 ) -> tuple[str, list[Any]]:
     """A SELECT of ``(user_id, start_time)`` for the users the filters keep.
 
     Args:
         by_key: a SELECT of ``(user_key, start_time)`` instead (see ``user_starts_sql``).
         events: the events relation: ``events``, or ``keyed_events_sql(store)`` when ``by_key``.
+        indexed: starts from the user index, with a third column ``user_no`` (see
+            ``user_starts_sql``).
     """
-    starts_sql, params = user_starts_sql(start, by_key, events)
+    starts_sql, params = user_starts_sql(start, by_key, events, indexed)
     user = "user_key" if by_key else "user_id"
     conditions: list[str] = []
     if filters.start_date is not None:
@@ -195,4 +211,5 @@ def population_sql(
         )
         params.extend(values)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT s.{user}, s.start_time FROM ({starts_sql}) s{where}", params
+    number = ", s.user_no" if indexed else ""
+    return f"SELECT s.{user}, s.start_time{number} FROM ({starts_sql}) s{where}", params

@@ -42,7 +42,9 @@ differences, returns are reduced to distinct (user, period) pairs (or, for ``unb
 user's last return), and eligibility comes from a histogram of each user's number of complete
 periods with a running sum, so no users x periods grid is ever built. Users are grouped and
 joined by their integer ``events.user_key`` (core/schema.py), several times faster than by the
-text ``user_id``; only the drill-down turns keys back into user ids.
+text ``user_id``; only the drill-down turns keys back into user ids. With the first-event start,
+starts come from the user index (core/user_index.py) and returns are grouped by its dense user
+numbers, with a perfect hash table.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from core.errors import TenureError
 from core.population import Filters, StartSpec, keyed_events_sql, population_sql
 from core.stats import wilson_interval
 from core.store import Store
+from core.user_index import perfect_hash_bits, user_index_ready
 
 Period = Literal["day", "week", "month"]
 Mode = Literal["classic", "unbounded", "consecutive"]
@@ -218,25 +221,54 @@ def _period_bit_sql(alias: str, period: int) -> str:
     return f"coalesce(CAST(({alias}.{_mask_column(word)} >> {bit}) & 1 AS INTEGER), 0)"
 
 
+@dataclass(frozen=True)
+class _Query:
+    """SQL (the shared CTEs of ``_user_pieces_sql`` or a whole query built on them), its
+    parameters, the column that joins ``cohort_users`` to ``user_returns``, and the DuckDB
+    settings the query runs with (``Store.query_df(..., settings=)``)."""
+
+    sql: str
+    params: list[Any]
+    user_column: str = "user_key"
+    settings: dict[str, int] = field(default_factory=dict)
+
+
 def _user_pieces_sql(
     store: Store, spec: RetentionSpec, filters: Filters, segment_by: str | None = None
-) -> tuple[str, list[Any]]:
+) -> _Query:
     """The CTEs shared by the table, the curve and the drill-down (a ``WITH`` clause's body).
 
     Defines:
-      - ``cohort_users(user_key, start_time, cohort, start_index, complete_periods, last_period
-        [, segment])``: one row per user of the population; ``complete_periods`` = how many of
-        the user's periods 0, 1, ... are complete by the data end (period k is complete iff
-        ``k < complete_periods``); ``last_period`` = the last complete period, at most the cap.
-      - ``user_returns(user_key, ...)``, one row per user with at least one return after the start
-        period: for ``classic``, bit masks ``mask_0, mask_1, ...`` of the complete periods
-        1..cap with a return (period k is bit ``k % 62`` of ``mask_{k // 62}``); for
-        ``consecutive``, those masks and ``reached`` = the length of the run of periods 1, 2, ...
-        with a return; for ``unbounded``, ``reached`` = the period of the last return, at most
-        the user's last complete period and the cap.
+      - ``cohort_users(user_key, [user_no,] start_time, cohort, start_index, complete_periods,
+        last_period [, segment])``: one row per user of the population; ``complete_periods`` =
+        how many of the user's periods 0, 1, ... are complete by the data end (period k is
+        complete iff ``k < complete_periods``); ``last_period`` = the last complete period, at
+        most the cap.
+      - ``user_returns(USER, ...)``, one row per user with at least one return after the start
+        period, where USER is ``_Query.user_column``: for ``classic``, bit masks ``mask_0,
+        mask_1, ...`` of the complete periods 1..cap with a return (period k is bit ``k % 62``
+        of ``mask_{k // 62}``); for ``consecutive``, those masks and ``reached`` = the length of
+        the run of periods 1, 2, ... with a return; for ``unbounded``, ``reached`` = the period of
+        the last return, at most the user's last complete period and the cap.
+
+    With the first-event start and a ready user index (core/user_index.py), starts come from
+    the index, and the period masks are grouped by the users' dense numbers (``user_no``, the
+    ``user_column`` then) with a perfect hash table: the join's build side reads the index
+    directly, so that DuckDB knows the numbers' range from its statistics.
     """
     events = keyed_events_sql(store)
-    population, params = population_sql(store, spec.start, filters, by_key=True, events=events)
+    settings: dict[str, int] = {}
+    indexed = False
+    if spec.start.kind == "first_event" and events == "events":
+        with store.cursor() as cursor:
+            if user_index_ready(cursor):
+                indexed = True
+                bits = perfect_hash_bits(cursor)
+                if bits is not None:
+                    settings["perfect_ht_threshold"] = bits
+    population, params = population_sql(
+        store, spec.start, filters, by_key=True, events=events, indexed=indexed
+    )
     cap = spec.period_cap
     if spec.calendar:
         start_index = _calendar_index_sql("p.start_time", spec.period)
@@ -266,11 +298,14 @@ def _user_pieces_sql(
     if spec.return_events:
         event_filter = f" AND e.event_name IN ({', '.join('?' for _ in spec.return_events)})"
 
+    user_no = ", p.user_no" if indexed else ""
+    # Not materialised when indexed: a scan of the index keeps its statistics (see `users`).
+    materialized = " NOT MATERIALIZED" if indexed else ""
     sql = f"""
-population AS ({population}),
+population AS{materialized} ({population}),
 bounds AS (SELECT max(event_time) AS data_end FROM events),
 cohort_users AS MATERIALIZED (
-    SELECT p.user_key, p.start_time,
+    SELECT p.user_key{user_no}, p.start_time,
         CAST(date_trunc('{spec.period}', p.start_time) AS DATE) AS cohort,
         {start_index} AS start_index,
         {complete_periods} AS complete_periods,
@@ -292,7 +327,7 @@ user_returns AS (
     FROM cohort_users u JOIN last_returns e ON e.user_key = u.user_key
     WHERE e.event_time >= u.start_time
 )"""
-        return sql, params
+        return _Query(sql, params, "user_key", settings)
 
     words = cap // _WORD_BITS + 1
     if words == 1:
@@ -303,17 +338,26 @@ user_returns AS (
             f"<< CAST(period % {_WORD_BITS} AS {_WORD_TYPE}) END) AS {_mask_column(word)}"
             for word in range(words)
         )
+    user = "user_no" if indexed else "user_key"
+    # The index's users are joined from the population itself, not from the materialised
+    # cohort_users, whose rows carry no statistics: only then is the aggregate a perfect hash.
+    users = (
+        f"(SELECT p.user_key, p.user_no, {start_index} AS start_index, "
+        f"least({complete_periods} - 1, {cap}) AS last_period FROM population p CROSS JOIN bounds b)"
+        if indexed
+        else "cohort_users"
+    )
     # Period k >= 1 lies after the start, so no return before the start can pass this filter.
     sql += f"""
 returns AS (
-    SELECT u.user_key, {event_period} AS period
-    FROM {events} e JOIN cohort_users u ON e.user_key = u.user_key
+    SELECT u.{user}, {event_period} AS period
+    FROM {events} e JOIN {users} u ON e.user_key = u.user_key
     WHERE {event_period} BETWEEN 1 AND u.last_period{event_filter}
 ),
-period_masks AS (SELECT user_key, {masks} FROM returns GROUP BY user_key),"""
+period_masks AS (SELECT {user}, {masks} FROM returns GROUP BY {user}),"""
     if spec.mode == "classic":
         sql += "\nuser_returns AS (SELECT * FROM period_masks)"
-        return sql, params
+        return _Query(sql, params, user, settings)
     # Run of set bits from period 1: with bit 0 forced on, the trailing ones of a word number
     # bit_count(m XOR (m + 1)) - 1; a full word (62 ones) continues into the next one.
     run = "0"
@@ -322,7 +366,7 @@ period_masks AS (SELECT user_key, {masks} FROM returns GROUP BY user_key),"""
         ones = f"(bit_count(xor({mask}, {mask} + 1)) - 1)"
         run = f"(CASE WHEN {ones} = {_WORD_BITS} THEN {_WORD_BITS} + {run} ELSE {ones} END)"
     sql += f"\nuser_returns AS (SELECT *, {run} - 1 AS reached FROM period_masks)"
-    return sql, params
+    return _Query(sql, params, user, settings)
 
 
 def _retained_sql(spec: RetentionSpec, period: int, alias: str = "r") -> str:
@@ -332,11 +376,10 @@ def _retained_sql(spec: RetentionSpec, period: int, alias: str = "r") -> str:
     return f"CAST(coalesce({alias}.reached, 0) >= {period} AS INTEGER)"
 
 
-def _cells_sql(
-    store: Store, spec: RetentionSpec, filters: Filters, segment_by: str | None = None
-) -> tuple[str, list[Any]]:
+def _cells_sql(store: Store, spec: RetentionSpec, filters: Filters, segment_by: str | None = None) -> _Query:
     """The table's query; with ``segment_by`` it has a leading ``segment`` column."""
-    pieces, params = _user_pieces_sql(store, spec, filters, segment_by)
+    shared = _user_pieces_sql(store, spec, filters, segment_by)
+    pieces, user = shared.sql, shared.user_column
     keys = ["segment", "cohort"] if segment_by is not None else ["cohort"]
     cap = spec.period_cap
 
@@ -360,7 +403,7 @@ def _cells_sql(
             retained_cells = (
                 f"SELECT {', '.join(keys)}, unnest(range(1, {cap + 1})) AS period, unnest(counts) AS retained "
                 f"FROM (SELECT {qualified('u')}, [{sums}] AS counts "
-                f"FROM cohort_users u JOIN user_returns r ON r.user_key = u.user_key GROUP BY ALL)"
+                f"FROM cohort_users u JOIN user_returns r ON r.{user} = u.{user} GROUP BY ALL)"
             )
         else:
             retained_cells = (
@@ -372,7 +415,7 @@ def _cells_sql(
         # last retained period is k or more, a running sum from the highest period down.
         retained_cells = (
             f"SELECT {qualified('u')}, r.reached AS period, count(*) AS retained "
-            f"FROM cohort_users u JOIN user_returns r ON r.user_key = u.user_key "
+            f"FROM cohort_users u JOIN user_returns r ON r.{user} = u.{user} "
             f"WHERE r.reached >= 1 GROUP BY ALL"
         )
         retained_value = (
@@ -405,7 +448,7 @@ SELECT {", ".join(keys)}, period, cohort_size, eligible,
     CASE WHEN period = 0 THEN eligible ELSE retained_in_period END AS retained
 FROM cells
 ORDER BY {", ".join(keys)}, period"""
-    return sql, params
+    return _Query(sql, shared.params, user, shared.settings)
 
 
 def retention_sql(store: Store, spec: RetentionSpec, filters: Filters) -> tuple[str, list[Any]]:
@@ -414,7 +457,8 @@ def retention_sql(store: Store, spec: RetentionSpec, filters: Filters) -> tuple[
     Returns columns ``cohort, period, cohort_size, eligible, retained`` (integers; the rate and
     flags are derived in ``retention_table``), one row per cohort and period 0..cap.
     """
-    return _cells_sql(store, spec, filters)
+    query = _cells_sql(store, spec, filters)
+    return query.sql, query.params
 
 
 def _finish_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -440,8 +484,8 @@ def retention_table(store: Store, spec: RetentionSpec, filters: Filters) -> pd.D
         incomplete), ``excluded`` (``cohort_size - eligible``) and ``incomplete``
         (``eligible == 0``).
     """
-    sql, params = retention_sql(store, spec, filters)
-    frame = store.query_df(sql, params)
+    query = _cells_sql(store, spec, filters)
+    frame = store.query_df(query.sql, query.params, settings=query.settings)
     if frame.empty:
         return pd.DataFrame({column: pd.Series(dtype=_TABLE_DTYPES[column]) for column in TABLE_COLUMNS})
     return _finish_table(frame)[list(TABLE_COLUMNS)].reset_index(drop=True)
@@ -484,13 +528,13 @@ def retention_curve(
     """
     if by is not None and not str(by).strip():
         by = None
-    cells, params = _cells_sql(store, spec, filters, segment_by=by)
+    cells = _cells_sql(store, spec, filters, segment_by=by)
     keys = "segment, period" if by is not None else "period"
     sql = (
         f"SELECT {keys}, sum(eligible) AS eligible, sum(retained) AS retained "
-        f"FROM ({cells}) GROUP BY {keys} ORDER BY {keys}"
+        f"FROM ({cells.sql}) GROUP BY {keys} ORDER BY {keys}"
     )
-    frame = store.query_df(sql, params)
+    frame = store.query_df(sql, cells.params, settings=cells.settings)
     columns = (["segment"] if by is not None else []) + list(CURVE_COLUMNS)
     if frame.empty:
         return pd.DataFrame(
@@ -541,7 +585,8 @@ def retention_users(
         raise TenureError(
             f"period {period} is out of range", f"use a whole number from 0 to {spec.period_cap}"
         )
-    pieces, params = _user_pieces_sql(store, spec, filters)
+    shared = _user_pieces_sql(store, spec, filters)
+    pieces, params, user = shared.sql, shared.params, shared.user_column
     condition = "TRUE"
     if retained is not None:
         is_retained = "1" if period == 0 else _retained_sql(spec, int(period))
@@ -550,7 +595,7 @@ def retention_users(
 WITH {pieces},
 cell_users AS (
     SELECT u.user_key, u.start_time
-    FROM cohort_users u LEFT JOIN user_returns r ON r.user_key = u.user_key
+    FROM cohort_users u LEFT JOIN user_returns r ON r.{user} = u.{user}
     WHERE u.cohort = ? AND u.complete_periods > ? AND {condition}
 )
 SELECT ids.user_id, c.start_time
@@ -559,4 +604,4 @@ FROM cell_users c JOIN (
     WHERE user_key IN (SELECT user_key FROM cell_users)
 ) ids ON ids.user_key = c.user_key
 ORDER BY ids.user_id"""
-    return store.query_df(sql, [*params, cohort_date, int(period)])
+    return store.query_df(sql, [*params, cohort_date, int(period)], settings=shared.settings)

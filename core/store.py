@@ -29,6 +29,7 @@ from core.schema import (
     create_table_sql,
     user_key_sql,
 )
+from core.user_index import USER_INDEX_DDL, USER_INDEX_STATE_DDL, refresh_user_index
 
 # Rows of ``events`` inserted without a user key, or keyed by a DuckDB whose hash differs.
 _FILL_USER_KEYS = f"UPDATE events SET user_key = {user_key_sql()} WHERE user_key IS NULL"
@@ -105,10 +106,14 @@ class Store:
                 cursor.execute(LOAD_HISTORY_DDL)
                 cursor.execute(STORE_META_DDL)
                 cursor.execute(MODEL_REGISTRY_DDL)
+                cursor.execute(USER_INDEX_DDL)
+                cursor.execute(USER_INDEX_STATE_DDL)
                 stale = cursor.execute(_STALE_USER_KEYS).fetchone()
-                if stale is not None and stale[0]:
+                rekeyed = stale is not None and bool(stale[0])
+                if rekeyed:
                     cursor.execute(f"UPDATE events SET user_key = {user_key_sql()}")
                 cursor.execute(_FILL_USER_KEYS)
+                refresh_user_index(cursor, rebuild=rekeyed)
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -144,7 +149,8 @@ class Store:
         """The single writer: one transaction that commits whole or rolls back whole.
 
         Before committing, it fills ``events.user_key`` of rows inserted without one (a check
-        that reads only the column's statistics when every row has a key).
+        that reads only the column's statistics when every row has a key) and brings the user
+        index up to date with the rows added (core/user_index.py).
         """
         if self.read_only:
             raise TenureError(f"store {self.path} is open read-only", "open it for writing")
@@ -159,6 +165,7 @@ class Store:
                     raise
                 try:
                     cursor.execute(_FILL_USER_KEYS)
+                    refresh_user_index(cursor)
                 except BaseException:
                     cursor.execute("ROLLBACK")
                     raise
@@ -167,9 +174,23 @@ class Store:
             finally:
                 cursor.close()
 
-    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run a read query with bound parameters and return a DataFrame."""
+    def query_df(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        settings: dict[str, int] | None = None,
+    ) -> pd.DataFrame:
+        """Run a read query with bound parameters and return a DataFrame.
+
+        Args:
+            settings: DuckDB settings for this query only (its cursor's), such as the
+                ``perfect_ht_threshold`` of queries grouped by the user index's numbers.
+        """
         with self.cursor() as cursor:
+            for name, value in (settings or {}).items():
+                if not name.isidentifier():
+                    raise ValueError(f"not a setting name: {name!r}")
+                cursor.execute(f"SET {name} = {int(value)}")
             return cursor.execute(sql, params or []).df()
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple:

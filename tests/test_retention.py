@@ -20,12 +20,14 @@ from core.population import Filters, StartSpec, keyed_events_sql
 from core.retention import (
     DEFAULT_MAX_PERIODS,
     RetentionSpec,
+    _user_pieces_sql,
     retention_curve,
     retention_table,
     retention_users,
 )
 from core.stats import wilson_interval
 from core.store import Store
+from core.user_index import user_index_ready
 
 PERIOD_LENGTH = {"day": pd.Timedelta(days=1), "week": pd.Timedelta(days=7), "month": pd.Timedelta(days=30)}
 MODES = ("classic", "unbounded", "consecutive")
@@ -100,12 +102,24 @@ def data(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     return generate_data()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, data):
+@pytest.fixture(scope="module", params=["indexed", "scanned"])
+def store(request, tmp_path_factory, data):
+    """The test store, once with its user index (core/user_index.py) and once with an index that
+    no longer counts every event (an outside writer's edit): the query then finds first events
+    itself. Both must give the reference's answers."""
     events, users = data
     path = tmp_path_factory.mktemp("retention") / "store.duckdb"
     write_store(path, events, users)
+    if request.param == "scanned":
+        with duckdb.connect(str(path)) as connection:
+            connection.execute("UPDATE user_index_state SET events_rows = events_rows - 1")
     with Store(path, read_only=True) as opened:
+        with opened.cursor() as cursor:
+            assert user_index_ready(cursor) == (request.param == "indexed")
+        spec = RetentionSpec()
+        assert _user_pieces_sql(opened, spec, Filters()).user_column == (
+            "user_no" if request.param == "indexed" else "user_key"
+        )
         yield opened
 
 
