@@ -83,8 +83,9 @@ class StagedFile:
     rows: int
     read_as_text: bool
     line_sql: str  # the line of a staged row, as SQL over the alias ``s``
-    row_hash_sql: str  # a hash of all the file's values of a staged row, over the alias ``s``
+    row_hash_sql: str  # a hash of the staged row's key values (``hash_columns``), over ``s``
     widths: RowWidths | None = None  # set when the file has rows of the wrong width
+    hash_columns: tuple[str, ...] = ()  # the file columns ``row_hash_sql`` covers; () = all
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def stage_file(
     read_as_text: bool = False,
     ragged: bool = False,
     strict_times: bool = True,
+    hash_columns: tuple[str, ...] = (),
 ) -> StagedFile:
     """Read the whole file once into the temporary table ``STAGING_TABLE``.
 
@@ -300,6 +302,8 @@ def stage_file(
         ragged: keep the records of the wrong width, every column as text (after ``RaggedRows``).
         strict_times: read a time column the sniffer saw as a plain ``TIMESTAMP`` with
             ``STRICT_TIMESTAMP_FORMAT`` (off after ``StrictTimesFailed``).
+        hash_columns: the file columns each staged row's hash covers (the table's
+            ``duplicate_key``); empty: every column.
 
     Raises:
         StrictTimesFailed: a time value is not in ``STRICT_TIMESTAMP_FORMAT``.
@@ -308,13 +312,25 @@ def stage_file(
         TenureError: the file cannot be parsed at all.
     """
     if source.file_format == "parquet":
-        return _create_staging(cursor, source, "read_parquet(?)", [str(source.path)], read_as_text=False)
+        return _create_staging(
+            cursor,
+            source,
+            "read_parquet(?)",
+            [str(source.path)],
+            read_as_text=False,
+            hash_columns=hash_columns,
+        )
     if ragged:
         return _stage_ragged(cursor, source, [name for name, _ in sniffed])
     if read_as_text:
         text_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
         return _create_staging(
-            cursor, source, text_sql, [str(source.path), source.compression], read_as_text=True
+            cursor,
+            source,
+            text_sql,
+            [str(source.path), source.compression],
+            read_as_text=True,
+            hash_columns=hash_columns,
         )
     sniffed_types = dict(sniffed)
     strict = strict_times and iso_times and _plain_times(sniffed_types, time_columns)
@@ -326,7 +342,12 @@ def stage_file(
     typed_sql = f"read_csv(?, header = true, skip = 0, compression = ?, types = ?{time_format})"
     try:
         return _create_staging(
-            cursor, source, typed_sql, [str(source.path), source.compression, types], read_as_text=False
+            cursor,
+            source,
+            typed_sql,
+            [str(source.path), source.compression, types],
+            read_as_text=False,
+            hash_columns=hash_columns,
         )
     except duckdb.ConversionException as error:
         failed = _FAILED_COLUMN.search(str(error))
@@ -351,6 +372,7 @@ def _create_staging(
     read_as_text: bool,
     widths: RowWidths | None = None,
     table: str = STAGING_TABLE,
+    hash_columns: tuple[str, ...] = (),
 ) -> StagedFile:
     """``CREATE TEMP TABLE`` from the reader, and the SQL of each staged row's line.
 
@@ -359,8 +381,9 @@ def _create_staging(
     ``min(rowid)``). Numbering rows with a window instead would serialise the read; it is used
     only when the file has a column of its own called ``rowid``.
 
-    Each row's hash over all the file's columns is stored as it is read (``STAGING_ROW_HASH``),
-    while the values are in cache: the duplicate checks then group by one number.
+    Each row's hash over ``hash_columns`` (all the file's columns when empty or when one of them
+    is missing) is stored as it is read (``STAGING_ROW_HASH``), while the values are in cache:
+    the duplicate checks then group by one number.
     """
     line_offset = 2 if source.file_format == "csv" else 1
     staging = quote_identifier(table)
@@ -370,7 +393,10 @@ def _create_staging(
         described = cursor.execute(f"DESCRIBE SELECT * FROM {read_sql}", params).fetchall()
         names_rowid = any(name.lower() == "rowid" for name, *_ in described)
         numbering = f"row_number() OVER () + {line_offset - 1} AS {line}, " if names_rowid else ""
-        file_values = ", ".join(quote_identifier(name) for name, *_ in described)
+        names = [name for name, *_ in described]
+        if not set(hash_columns) <= set(names):
+            hash_columns = ()
+        file_values = ", ".join(quote_identifier(name) for name in hash_columns or names)
         row_hash = f"hash({file_values}) AS {quote_identifier(STAGING_ROW_HASH)}"
         cursor.execute(
             f"CREATE TEMP TABLE {staging} AS SELECT {numbering}*, {row_hash} FROM {read_sql}", params
@@ -393,7 +419,9 @@ def _create_staging(
     rows, first_row_id = cursor.execute(f"SELECT count(*), {first_row} FROM temp.{staging}").fetchone()
     line_sql = f"s.{line}" if names_rowid else f"(s.rowid - {int(first_row_id) - line_offset})"
     row_hash_sql = f"s.{quote_identifier(STAGING_ROW_HASH)}"
-    return StagedFile(tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql, widths)
+    return StagedFile(
+        tuple(types), types, int(rows), read_as_text, line_sql, row_hash_sql, widths, tuple(hash_columns)
+    )
 
 
 REJECTS_TEXT_TABLE = "ingest_rejects_text"

@@ -12,11 +12,13 @@ import textwrap
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
 import core.ingest
 import core.ingest_read
+import core.schema
 import core.store
 from core.cli import main as cli_main
 from core.errors import TenureError
@@ -647,6 +649,68 @@ def test_exact_duplicates_are_dropped_and_counted(store, tmp_path):
         "SELECT load_id, source, table_name, rows_accepted, duplicates_dropped FROM load_history"
     )
     assert history == (1, "dups.csv", "events", 3, 2)
+
+
+@pytest.mark.parametrize("full_hash_above_rows", [0, core.ingest.FULL_HASH_ABOVE_ROWS])
+def test_duplicates_among_rows_sharing_user_and_time(store, tmp_path, monkeypatch, full_hash_above_rows):
+    # Two distinct times and few users: most rows share the staged hash's key (user, time), and
+    # only the copies equal in every column may go. The reference is pandas' drop_duplicates.
+    # With the threshold at 0 the rows sharing a key are first hashed over all their values.
+    monkeypatch.setattr(core.ingest, "FULL_HASH_ABOVE_ROWS", full_hash_above_rows)
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.choice(["u1", "u2", "u3"], 1500),
+            "event_time": rng.choice(["2024-01-01 10:00:00", "2024-01-02 11:30:00"], 1500),
+            "event_name": rng.choice(["view", "buy"], 1500),
+            "revenue": rng.integers(0, 40, 1500),
+            "item_id": rng.choice([f"i{number}" for number in range(30)], 1500),
+        }
+    )
+    path = tmp_path / "days.csv"
+    frame.to_csv(path, index=False)
+    expected = len(frame.drop_duplicates())
+    assert 0 < len(frame) - expected < len(frame) // 2
+    result = ingest_file(store, path, table="events")
+    assert (result.rows_accepted, result.duplicates_dropped) == (expected, len(frame) - expected)
+    loaded = store.query_df(
+        "SELECT user_id, strftime(event_time, '%Y-%m-%d %H:%M:%S') AS event_time, event_name, "
+        "CAST(revenue AS BIGINT) AS revenue, item_id FROM events"
+    )
+    pd.testing.assert_frame_equal(
+        loaded.sort_values(list(loaded.columns), ignore_index=True),
+        frame.drop_duplicates().sort_values(list(frame.columns), ignore_index=True),
+        check_dtype=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("time_type", "key"),
+    [
+        ("TIMESTAMP", ("who", "when")),
+        ("TIMESTAMP WITH TIME ZONE", ("who", "when")),
+        ("DATE", ()),  # many rows of one user share a day: hash every column
+        ("BIGINT", ()),  # epoch seconds or YYYYMMDD: cannot tell
+    ],
+)
+def test_staged_row_hash_is_keyed_by_user_and_precise_time(time_type, key):
+    spec = core.schema.CANONICAL_TABLES["events"]
+    plan = core.ingest.plan_columns(
+        spec, ["who", "when", "event_name"], {"who": "user_id", "when": "event_time"}, {}, Path("e.csv")
+    )
+    sniffed = {"who": "VARCHAR", "when": time_type, "event_name": "VARCHAR"}
+    assert core.ingest._duplicate_key_columns(spec, plan, sniffed) == key
+
+
+def test_duplicates_when_the_user_is_a_constant(store, tmp_path):
+    path = write(
+        tmp_path,
+        "one_user.csv",
+        "ts,action,amount\n2024-01-01 10:00:00,buy,5\n2024-01-01 10:00:00,buy,5\n"
+        "2024-01-01 10:00:00,buy,6\n2024-01-01 11:00:00,buy,5\n",
+    )
+    result = ingest_file(store, path, table="events", constants={"user_id": "shop"})
+    assert (result.rows_accepted, result.duplicates_dropped) == (3, 1)
 
 
 def test_result_is_frozen(store, tmp_path):
