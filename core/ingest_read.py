@@ -323,15 +323,7 @@ def stage_file(
     if ragged:
         return _stage_ragged(cursor, source, [name for name, _ in sniffed])
     if read_as_text:
-        text_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
-        return _create_staging(
-            cursor,
-            source,
-            text_sql,
-            [str(source.path), source.compression],
-            read_as_text=True,
-            hash_columns=hash_columns,
-        )
+        return _stage_as_text(cursor, source, hash_columns=hash_columns)
     sniffed_types = dict(sniffed)
     strict = strict_times and iso_times and _plain_times(sniffed_types, time_columns)
     types: dict[str, str] = {name: "VARCHAR" for name in text_columns}
@@ -424,6 +416,25 @@ def _create_staging(
     )
 
 
+def _stage_as_text(
+    cursor: duckdb.DuckDBPyConnection,
+    source: InputFile,
+    *,
+    table: str = STAGING_TABLE,
+    hash_columns: tuple[str, ...] = (),
+) -> StagedFile:
+    """Stage a CSV with every column read as text, as the file writes it."""
+    return _create_staging(
+        cursor,
+        source,
+        "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)",
+        [str(source.path), source.compression],
+        read_as_text=True,
+        table=table,
+        hash_columns=hash_columns,
+    )
+
+
 REJECTS_TEXT_TABLE = "ingest_rejects_text"
 
 
@@ -438,16 +449,8 @@ def stage_lines_as_text(cursor: duckdb.DuckDBPyConnection, source: InputFile, li
     """
     table = quote_identifier(REJECTS_TEXT_TABLE)
     all_text = "ingest_rejects_all_text"
-    read_sql = "read_csv(?, header = true, skip = 0, compression = ?, all_varchar = true)"
     try:
-        staged = _create_staging(
-            cursor,
-            source,
-            read_sql,
-            [str(source.path), source.compression],
-            read_as_text=True,
-            table=all_text,
-        )
+        staged = _stage_as_text(cursor, source, table=all_text)
         columns = ", ".join(f"s.{quote_identifier(name)}" for name in staged.columns)
         cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {staged.line_sql} AS {quote_identifier(STAGING_LINE)}, "
