@@ -35,9 +35,9 @@ class TableSpec:
     columns: tuple[Column, ...]
     extras_json_column: str | None = None
     internal_columns: tuple[Column, ...] = ()
-    # The columns whose values pre-sort rows when a load looks for exact duplicates (empty: all
-    # of the file's columns). Hashing a few cheap columns while the file is read costs less than
-    # hashing every column; rows that share them are compared in full afterwards.
+    # The columns a load hashes to find candidate exact duplicates (empty: all of the file's
+    # columns). Hashing a few cheap columns while the file is read costs less than hashing every
+    # column; the rows that share their values are compared in full afterwards.
     duplicate_key: tuple[str, ...] = ()
 
     @property

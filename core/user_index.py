@@ -6,8 +6,8 @@ Grouped by the 64-bit ``events.user_key``, both aggregates are hash aggregates. 
 each user a number 0..n-1 (``user_no``), stored, so DuckDB knows its range from the table's
 statistics and groups by it with a perfect hash table (an array indexed by the number), and it
 keeps ``min(event_time)`` per user so the first-event start needs no pass over the events. On the
-10M-event benchmark, cohort retention by first event took about 0.28 s with the index against
-0.45 s without (docs/BENCHMARKS.md).
+10M-event benchmark, weekly cohort retention by first event took 0.30 s to 0.32 s with the index
+against 0.46 s to 0.57 s without (docs/BENCHMARKS.md).
 
 Definition: for every ``user_key`` of ``events``, one row ``(user_key, user_no, first_time)`` with
 ``first_time = min(event_time)`` over that user's events; ``user_no`` values are distinct and
@@ -17,14 +17,17 @@ Upkeep: ``Store.transaction`` calls ``refresh_user_index`` before every commit, 
 for writing calls it too (stores from before the index get it then). A load appends rows, so the
 refresh aggregates only the rows after ``events_rows`` (their row ids come after every committed
 row's) and merges them in: new users get the next numbers, known users keep theirs and take the
-earlier first time. When the committed rows are not the ones counted (rows deleted by a writer
-outside Tenure), the index is rebuilt from all events.
+earlier first time. A write that leaves the number of events as it was changes nothing (read
+from the row count alone). When the committed rows are not the ones counted (rows deleted by a
+writer outside Tenure), the index is rebuilt from all events.
 
 Readers use it only when ``user_index_ready``: the index exists and counts as many event rows as
 ``events`` holds. A writer outside Tenure that appends events without a refresh makes it not
 ready, and analyses fall back to computing first events themselves (same results, slower). One
-that deletes and appends the same number of rows outside Tenure is not detected: open the store
-for writing once (``core.store.Store``) to rebuild the index after such an edit.
+that deletes and appends the same number of rows outside Tenure leaves the count equal, which is
+not detected (DuckDB may renumber the row ids of a table with deleted rows when it checkpoints);
+after such an edit, ``DELETE FROM user_index_state``: the next opening for writing rebuilds the
+index.
 """
 
 from __future__ import annotations

@@ -163,6 +163,25 @@ def test_a_delete_from_outside_rebuilds_the_index(tmp_path):
     assert len(index) == 5  # a, b, c (back from the second load), d, e
 
 
+def test_an_outside_delete_and_append_of_as_many_rows_is_repaired_as_documented(tmp_path):
+    path = store_with_first_load(tmp_path)
+    with duckdb.connect(str(path)) as connection:
+        # b's only event goes and a new user's comes: the row count is unchanged, so the index
+        # still looks ready; the remedy core/user_index.py gives is to drop its state row.
+        connection.execute("DELETE FROM events WHERE user_id = 'b'")
+        connection.execute(
+            "INSERT INTO events (user_id, event_time, event_name, user_key) "
+            "VALUES ('y', '2024-04-01 00:00:00', 'open', hash('y'))"
+        )
+        assert user_index_ready(connection)
+        connection.execute("DELETE FROM user_index_state")
+        assert not user_index_ready(connection)
+    with Store(path):
+        pass
+    index = assert_index_matches_events(path)
+    assert len(index) == 3
+
+
 def test_keys_from_another_hash_are_recomputed_and_reindexed(tmp_path):
     path = store_with_first_load(tmp_path)
     with duckdb.connect(str(path)) as connection:
