@@ -55,11 +55,11 @@ MAX_PERFECT_HASH_BITS = 21
 def refresh_user_index(cursor: duckdb.DuckDBPyConnection, *, rebuild: bool = False) -> None:
     """Bring the index up to date with ``events`` inside the caller's transaction.
 
+    Its tables exist already: ``Store`` creates them when it opens a store for writing.
+
     Args:
         rebuild: index all events again (after ``events.user_key`` was recomputed).
     """
-    cursor.execute(USER_INDEX_DDL)
-    cursor.execute(USER_INDEX_STATE_DDL)
     state = cursor.execute("SELECT max(events_rows) FROM user_index_state").fetchone()
     indexed = state[0] if state is not None else None
     total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
